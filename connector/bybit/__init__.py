@@ -1,0 +1,1 @@
+"""Everything that speaks Bybit's spot WebSocket protocol (client side)."""

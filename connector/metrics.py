@@ -1,0 +1,232 @@
+"""Every Prometheus metric the connector exports, defined once, at import.
+
+Naming: prefix ``bybit_connector_``, base units (seconds, bytes), ``_total``
+for counters. Labels are bounded by the configuration (stream, connection,
+Bybit topic, Kafka topic, symbol only where the config lists the symbols) or
+by a fixed vocabulary (``reason``). Never label by price, id or error text.
+
+Hot paths update children they looked up once (``.labels()`` is a dict
+lookup plus a lock; do it at setup where you can).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+
+from prometheus_client import Counter, Gauge, Histogram, Info
+from prometheus_client.core import REGISTRY, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from connector import __version__
+
+PREFIX = "bybit_connector"
+
+# 1 ms .. 10 s, roughly three buckets a decade.
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+
+# Fixed vocabularies for `reason` labels (documented in README).
+DISCONNECT_REASONS = (
+    "server_closed", "network_error", "pong_timeout", "auth_failed", "auth_timeout", "shutdown",
+)
+SUBSCRIPTION_FAILURE_REASONS = ("error_ack", "ack_timeout")
+AUTH_FAILURE_REASONS = ("rejected", "closed_after_auth", "timeout")
+UNDECODABLE_REASONS = (
+    "invalid_json", "unknown_shape", "decompress_failed", "invalid_utf8", "unexpected_binary",
+)
+DEAD_LETTER_REASONS = ("undecodable_frame", "mapping_failed", "serialization_failed",
+                       "delivery_failed")
+DROP_REASONS = ("buffer_full", "dead_letter_failed", "shutdown_timeout")
+
+build_info = Info(f"{PREFIX}_build", "Version of the running connector.")
+build_info.info({"version": __version__})
+
+# --- connections ---------------------------------------------------------
+connection_up = Gauge(
+    f"{PREFIX}_connection_up",
+    "1 while the WebSocket connection is open (and authenticated, for private), else 0.",
+    ["stream", "connection"],
+)
+connects_total = Counter(
+    f"{PREFIX}_connects_total", "WebSocket connections successfully opened.",
+    ["stream", "connection"],
+)
+disconnects_total = Counter(
+    f"{PREFIX}_disconnects_total", "WebSocket connections lost or closed, by reason.",
+    ["stream", "connection", "reason"],
+)
+reconnect_attempts_total = Counter(
+    f"{PREFIX}_reconnect_attempts_total",
+    "Connection attempts made after the first (successful or not).",
+    ["stream", "connection"],
+)
+reconnect_backoff_seconds = Gauge(
+    f"{PREFIX}_reconnect_backoff_seconds",
+    "Delay before the next reconnect attempt; 0 while connected.",
+    ["stream", "connection"],
+)
+heartbeat_rtt_seconds = Histogram(
+    f"{PREFIX}_heartbeat_rtt_seconds", "Round-trip time of our ping to Bybit's pong.",
+    ["stream", "connection"], buckets=LATENCY_BUCKETS,
+)
+pong_timeouts_total = Counter(
+    f"{PREFIX}_pong_timeouts_total", "Pings that got no pong in time (the connection is recycled).",
+    ["stream", "connection"],
+)
+server_pings_total = Counter(
+    f"{PREFIX}_server_pings_total", "Pings sent by the server and answered with a pong.",
+    ["stream", "connection"],
+)
+auth_failures_total = Counter(
+    f"{PREFIX}_auth_failures_total", "Private-stream authentication failures, by reason.",
+    ["connection", "reason"],
+)
+
+# --- subscriptions -------------------------------------------------------
+subscriptions_configured = Gauge(
+    f"{PREFIX}_subscriptions_configured",
+    "Subscriptions (topic x symbol) the config asks for.", ["stream", "topic"],
+)
+subscriptions_active = Gauge(
+    f"{PREFIX}_subscriptions_active",
+    "Subscriptions currently acknowledged by the server.", ["stream", "topic"],
+)
+subscription_failures_total = Counter(
+    f"{PREFIX}_subscription_failures_total",
+    "Subscribe requests that failed (error ack or no ack in time); they are retried.",
+    ["stream", "topic", "reason"],
+)
+subscription_ack_seconds = Histogram(
+    f"{PREFIX}_subscription_ack_seconds", "Time from subscribe request to its acknowledgement.",
+    ["stream"], buckets=LATENCY_BUCKETS,
+)
+
+# --- data ------------------------------------------------------------------
+frames_received_total = Counter(
+    f"{PREFIX}_frames_received_total", "Data frames received from Bybit.", ["stream", "topic"],
+)
+received_bytes_total = Counter(
+    f"{PREFIX}_received_bytes_total", "Bytes of data frames received (after decompression).",
+    ["stream", "topic"],
+)
+records_produced_total = Counter(
+    f"{PREFIX}_records_produced_total", "Records acknowledged by Kafka.", ["kafka_topic"],
+)
+produced_bytes_total = Counter(
+    f"{PREFIX}_produced_bytes_total", "Serialized value bytes acknowledged by Kafka.",
+    ["kafka_topic"],
+)
+
+# --- lag -------------------------------------------------------------------
+event_lag_seconds = Histogram(
+    f"{PREFIX}_event_lag_seconds",
+    "Bybit's event time to local receive time (includes clock offset).",
+    ["stream", "topic"], buckets=LATENCY_BUCKETS,
+)
+send_lag_seconds = Histogram(
+    f"{PREFIX}_send_lag_seconds",
+    "Bybit's sendTime to local receive time (v1 frames only; includes clock offset).",
+    ["stream", "topic"], buckets=LATENCY_BUCKETS,
+)
+delivery_latency_seconds = Histogram(
+    f"{PREFIX}_delivery_latency_seconds",
+    "Local receive of the frame to Kafka's acknowledgement of the record.",
+    ["kafka_topic"], buckets=LATENCY_BUCKETS,
+)
+
+# --- kafka -----------------------------------------------------------------
+kafka_send_errors_total = Counter(
+    f"{PREFIX}_kafka_send_errors_total",
+    "Records Kafka refused after the client's retries, by error class.",
+    ["kafka_topic", "reason"],
+)
+dead_letter_records_total = Counter(
+    f"{PREFIX}_dead_letter_records_total", "Records written to the dead-letter topic, by reason.",
+    ["reason"],
+)
+dropped_records_total = Counter(
+    f"{PREFIX}_dropped_records_total",
+    "Records that could not be delivered anywhere, by reason. 0 in a healthy run.",
+    ["reason"],
+)
+producer_buffer_records = Gauge(
+    f"{PREFIX}_producer_buffer_records", "Records sent to the producer and not yet acknowledged.",
+)
+producer_buffer_capacity_records = Gauge(
+    f"{PREFIX}_producer_buffer_capacity_records",
+    "Bound on unacknowledged records before backpressure applies.",
+)
+schema_registry_requests_total = Counter(
+    f"{PREFIX}_schema_registry_requests_total", "Calls to the schema registry, by outcome.",
+    ["operation", "outcome"],
+)
+
+# --- decode ----------------------------------------------------------------
+undecodable_frames_total = Counter(
+    f"{PREFIX}_undecodable_frames_total",
+    "Frames that could not be decoded (sent to the dead-letter topic).", ["stream", "reason"],
+)
+duplicates_suppressed_total = Counter(
+    f"{PREFIX}_duplicates_suppressed_total",
+    "Records not written again because they were already written (trade replay on resubscribe).",
+    ["stream", "topic"],
+)
+unrouted_events_total = Counter(
+    f"{PREFIX}_unrouted_events_total",
+    "Data for a topic no subscription asked for (e.g. private events not configured).",
+    ["stream", "topic"],
+)
+
+
+class LastMessageAge(Collector):
+    """``bybit_connector_last_message_age_seconds{stream,topic,symbol}``.
+
+    Computed at scrape time from monotonic timestamps, so a stalled stream
+    shows a growing age without anything on the hot path but a dict store.
+    Before the first message the age counts from registration (startup).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[tuple[str, str, str], float] = {}
+
+    def register(self, keys: Iterable[tuple[str, str, str]]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for key in keys:
+                self._last.setdefault(key, now)
+
+    def touch(self, stream: str, topic: str, symbol: str, mono: float | None = None) -> None:
+        self._last[(stream, topic, symbol)] = time.monotonic() if mono is None else mono
+
+    def age(self, stream: str, topic: str, symbol: str) -> float | None:
+        last = self._last.get((stream, topic, symbol))
+        return None if last is None else time.monotonic() - last
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            f"{PREFIX}_last_message_age_seconds",
+            "Seconds since the last data message of a subscription (grows when a stream stalls).",
+            labels=["stream", "topic", "symbol"],
+        )
+        now = time.monotonic()
+        with self._lock:
+            items = list(self._last.items())
+        for (stream, topic, symbol), last in items:
+            family.add_metric([stream, topic, symbol], now - last)
+        yield family
+
+
+last_message_age = LastMessageAge()
+REGISTRY.register(last_message_age)
+
+
+def init_reason_children() -> None:
+    """Create every fixed-vocabulary child so dashboards show 0, not gaps."""
+    for reason in DEAD_LETTER_REASONS:
+        dead_letter_records_total.labels(reason)
+    for reason in DROP_REASONS:
+        dropped_records_total.labels(reason)
