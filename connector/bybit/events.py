@@ -101,6 +101,7 @@ class MarketData:
     send_time_ms: int | None
     stamp: Stamp
     size: int = 0
+    raw: str | bytes = b""  # the frame as received, for the dead-letter topic if mapping fails
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,7 @@ class PrivateData:
     events: tuple[dict[str, Any], ...]
     stamp: Stamp
     size: int = 0
+    raw: str | bytes = b""  # the frame as received, for the dead-letter topic if mapping fails
 
 
 @dataclass(frozen=True, slots=True)

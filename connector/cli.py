@@ -1,0 +1,159 @@
+"""Command line: ``bybit-kafka-connector`` / ``python -m connector``.
+
+Exit codes: 0 ok, 2 usage or configuration error, 1 runtime failure.
+Only this module configures logging; it wires config → pipeline and holds no
+business logic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Sequence
+
+from connector import __version__
+from connector.config import Config, load
+from connector.errors import ConfigError, ConnectorError
+
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # kafka-python is chatty at INFO (every metadata refresh).
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bybit-kafka-connector",
+        description="Stream Bybit spot WebSocket market and account data into Kafka as Avro.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default: INFO")
+    parser.add_argument("--log-format", default="text", choices=["text", "json"],
+                        help="default: text")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", help="stream the configured topics into Kafka",
+                         description="Connect to Bybit and stream every configured "
+                                     "subscription into Kafka until SIGTERM/SIGINT.")
+    run.add_argument("--config", "-c", required=True, help="YAML config file")
+
+    validate = sub.add_parser("validate", help="check a config and print the resolved plan",
+                              description="Parse and validate the config; print the "
+                                          "connections, subscriptions and Kafka topics.")
+    validate.add_argument("--config", "-c", required=True, help="YAML config file")
+    validate.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+    sub.add_parser("exchange", help="run a local Bybit-compatible exchange (demo, tests)",
+                   add_help=False,
+                   description="A local WebSocket server speaking Bybit's spot protocol.")
+    sub.add_parser("schema", help="print the JSON Schema of the config file",
+                   description="Print the JSON Schema that config files are validated against.")
+    return parser
+
+
+def plan(config: Config) -> dict[str, object]:
+    """What ``run`` would do: connections per stream, subscriptions, Kafka topics."""
+    subs = []
+    pairs: dict[str, int] = {}
+    for s in config.subscriptions:
+        n = max(1, len(s.symbols))
+        pairs[s.stream] = pairs.get(s.stream, 0) + n
+        subs.append({
+            "stream": s.stream, "bybit_topic": s.topic_id, "symbols": s.symbols,
+            "binary": s.binary, "kafka_topic": config.kafka_topic(s), "schema": s.spec.kind,
+        })
+    cap = config.bybit.max_subscriptions_per_connection
+    connections = {stream: (1 if stream == "private" else math.ceil(n / cap))
+                   for stream, n in pairs.items()}
+    return {
+        "network": config.bybit.network,
+        "connections": connections,
+        "subscriptions": subs,
+        "kafka": {"bootstrap_servers": config.kafka.bootstrap_servers,
+                  "dead_letter_topic": config.kafka.dead_letter_topic},
+        "serialization": config.serialization.format,
+    }
+
+
+def _print_plan(config: Config, as_json: bool) -> None:
+    p = plan(config)
+    if as_json:
+        print(json.dumps(p, indent=2))
+        return
+    conns = ", ".join(f"{stream}: {n}" for stream, n in p["connections"].items())  # type: ignore[attr-defined]
+    print(f"config OK — network {p['network']}, connections {conns}, "
+          f"serialization {p['serialization']}")
+    rows = [("stream", "bybit topic", "symbols", "kafka topic", "schema")]
+    for s in p["subscriptions"]:  # type: ignore[attr-defined]
+        symbols = ",".join(s["symbols"]) or "(account)"
+        if len(symbols) > 40:
+            symbols = f"{len(s['symbols'])} symbols"
+        rows.append((s["stream"], s["bybit_topic"], symbols, s["kafka_topic"], s["schema"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print(f"dead letters -> {config.kafka.dead_letter_topic}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    # `exchange` has its own parser (in connector.exchange); hand it the rest.
+    if args_list and args_list[0] == "exchange":
+        from connector.exchange.__main__ import main as exchange_main
+
+        return exchange_main(args_list[1:], prog="bybit-kafka-connector exchange")
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    setup_logging(args.log_level, args.log_format)
+    if args.command == "schema":
+        from connector.config_schema import render
+
+        print(render(), end="")
+        return EXIT_OK
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        print(f"error: {args.config}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "validate":
+        _print_plan(config, args.json)
+        return EXIT_OK
+    from connector.pipeline import run
+
+    try:
+        return run(config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConnectorError as exc:
+        logging.getLogger(__name__).error("fatal: %s", exc)
+        return EXIT_RUNTIME

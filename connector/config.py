@@ -1,0 +1,578 @@
+"""The YAML configuration: dataclasses, defaults, strict validation, secrets.
+
+The dataclasses below are the single specification of the config file. Each
+field carries its documentation (``doc``), an optional ``example`` and a
+``secret`` flag in its metadata; the JSON Schema (``config.schema.json``) and
+the README table are generated from them (see ``connector.config_schema``).
+
+Every error names the YAML path at fault, e.g.
+``subscriptions[3].interval: '2m' is not one of 1m, 3m, ...``.
+Secrets are never required inline: any string may be ``${ENV_VAR}`` (or
+``${ENV_VAR:-default}``), and every secret has a ``<name>_file`` twin that
+reads it from a mounted file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from connector import topics
+from connector.errors import ConfigError
+
+
+class Secret:
+    """A string that never shows itself in ``repr``/``str``/logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def doc(text: str, *, example: Any = None, secret: bool = False) -> dict[str, Any]:
+    """Field metadata: its documentation, an example and whether it is secret."""
+    meta: dict[str, Any] = {"doc": text, "secret": secret}
+    if example is not None:
+        meta["example"] = example
+    return meta
+
+
+SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,30}$")
+KAFKA_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+# kafka-python KafkaProducer settings a user may pass through under `kafka.producer`.
+# (`bootstrap_servers`, security and serializers are set elsewhere.)
+PRODUCER_KEYS = frozenset({
+    "acks", "compression_type", "retries", "batch_size", "linger_ms", "allow_auto_create_topics",
+    "max_block_ms", "max_request_size", "request_timeout_ms", "retry_backoff_ms",
+    "max_in_flight_requests_per_connection", "enable_idempotence", "delivery_timeout_ms",
+    "metadata_max_age_ms", "connections_max_idle_ms", "reconnect_backoff_ms",
+    "reconnect_backoff_max_ms", "receive_buffer_bytes", "send_buffer_bytes",
+    "api_version", "bootstrap_timeout_ms", "partitioner", "client_id", "metrics_enabled",
+})
+
+
+@dataclass(frozen=True)
+class StreamUrls:
+    v1: str | None = field(default=None, metadata=doc(
+        "Full URL of the public v1 stream; overrides `network`.",
+        example="ws://127.0.0.1:8765/spot/quote/ws/v1"))
+    v2: str | None = field(default=None, metadata=doc(
+        "Full URL of the public v2 stream; overrides `network`.",
+        example="ws://127.0.0.1:8765/spot/quote/ws/v2"))
+    private: str | None = field(default=None, metadata=doc(
+        "Full URL of the private stream; overrides `network`.",
+        example="ws://127.0.0.1:8765/spot/ws"))
+
+
+@dataclass(frozen=True)
+class Credentials:
+    api_key: Secret | None = field(default=None, metadata=doc(
+        "Bybit API key (only for private topics). Use `${ENV_VAR}` or `api_key_file`.",
+        example="${BYBIT_API_KEY}", secret=True))
+    api_secret: Secret | None = field(default=None, metadata=doc(
+        "Bybit API secret. Use `${ENV_VAR}` or `api_secret_file`.",
+        example="${BYBIT_API_SECRET}", secret=True))
+
+
+@dataclass(frozen=True)
+class BybitConfig:
+    network: Literal["mainnet", "testnet"] = field(default="mainnet", metadata=doc(
+        "Which Bybit environment to connect to."))
+    urls: StreamUrls = field(default_factory=StreamUrls, metadata=doc(
+        "Explicit endpoint per stream (for a local exchange or a proxy)."))
+    credentials: Credentials = field(default_factory=Credentials, metadata=doc(
+        "API credentials, required only when a private topic is subscribed."))
+    ping_interval_seconds: float = field(default=20.0, metadata=doc(
+        "How often to send `{\"ping\"}`; Bybit asks for 20 s."))
+    pong_timeout_seconds: float = field(default=10.0, metadata=doc(
+        "A ping without pong for this long recycles the connection."))
+    ack_timeout_seconds: float = field(default=10.0, metadata=doc(
+        "A subscribe without acknowledgement for this long is reported and retried."))
+    auth_timeout_seconds: float = field(default=10.0, metadata=doc(
+        "How long to wait for the private stream's auth answer."))
+    connect_timeout_seconds: float = field(default=10.0, metadata=doc(
+        "TCP + TLS + WebSocket handshake timeout."))
+    reconnect_max_delay_seconds: float = field(default=30.0, metadata=doc(
+        "Cap of the exponential reconnect backoff (first retry is immediate)."))
+    max_subscriptions_per_connection: int = field(default=200, metadata=doc(
+        "Topic x symbol pairs one connection carries before another is opened."))
+    max_symbols_per_request: int = field(default=20, metadata=doc(
+        "v1 subscribes symbols as comma-separated lists of at most this many."))
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = field(
+        default="PLAINTEXT", metadata=doc("Protocol used to talk to the brokers."))
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = (
+        field(default=None, metadata=doc("SASL mechanism, with SASL_* protocols.")))
+    sasl_plain_username: str | None = field(default=None, metadata=doc(
+        "SASL username (PLAIN and SCRAM)."))
+    sasl_plain_password: Secret | None = field(default=None, metadata=doc(
+        "SASL password. Use `${ENV_VAR}` or `sasl_plain_password_file`.", secret=True))
+    ssl_cafile: str | None = field(default=None, metadata=doc("CA bundle (PEM) path."))
+    ssl_certfile: str | None = field(default=None, metadata=doc("Client certificate (PEM)."))
+    ssl_keyfile: str | None = field(default=None, metadata=doc("Client private key (PEM)."))
+    ssl_password: Secret | None = field(default=None, metadata=doc(
+        "Password of the client key.", secret=True))
+    ssl_check_hostname: bool = field(default=True, metadata=doc(
+        "Verify the broker certificate's host name."))
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: list[str] = field(default_factory=lambda: ["localhost:9092"], metadata=doc(
+        "Brokers to bootstrap from (`host:port`).", example=["kafka-0.kafka:9092"]))
+    topic_template: str = field(default="bybit.spot.{stream}.{topic}", metadata=doc(
+        "Default Kafka topic of a subscription. `{stream}` is v1/v2/private; `{topic}` is "
+        "the Bybit topic with its parameter (`trade`, `kline_1m`, `mergedDepth_1`)."))
+    dead_letter_topic: str = field(default="bybit.spot.dead-letter", metadata=doc(
+        "Where undecodable frames and unserializable records go, with the reason in headers."))
+    producer: dict[str, Any] = field(default_factory=dict, metadata=doc(
+        "KafkaProducer settings under kafka-python's names (acks, compression_type, "
+        "linger_ms, batch_size, ...). Defaults: acks=all, idempotence on, lz4.",
+        example={"linger_ms": 20, "compression_type": "gzip"}))
+    security: KafkaSecurity = field(default_factory=KafkaSecurity, metadata=doc(
+        "SASL/SSL settings under kafka-python's names."))
+    max_pending_records: int = field(default=100_000, metadata=doc(
+        "Bound on records handed to the producer and not yet acknowledged."))
+    block_timeout_seconds: float = field(default=5.0, metadata=doc(
+        "When the bound is reached, wait this long for room, then drop and count."))
+    flush_timeout_seconds: float = field(default=30.0, metadata=doc(
+        "On shutdown, how long to wait for Kafka to acknowledge what is pending."))
+
+
+@dataclass(frozen=True)
+class SchemaRegistryConfig:
+    url: str | None = field(default=None, metadata=doc(
+        "Confluent-compatible Schema Registry base URL.",
+        example="http://schema-registry:8081"))
+    username: str | None = field(default=None, metadata=doc("Basic-auth user."))
+    password: Secret | None = field(default=None, metadata=doc(
+        "Basic-auth password. Use `${ENV_VAR}` or `password_file`.", secret=True))
+    auto_register: bool = field(default=True, metadata=doc(
+        "Register schemas (subject `<topic>-value`); if false, only look them up."))
+
+
+@dataclass(frozen=True)
+class SerializationConfig:
+    format: Literal["confluent", "avro"] = field(default="avro", metadata=doc(
+        "`confluent`: magic byte + schema id + Avro, with a schema registry. "
+        "`avro`: plain Avro binary, schema fingerprint in a header."))
+    schema_registry: SchemaRegistryConfig = field(default_factory=SchemaRegistryConfig,
+                                                  metadata=doc("Registry for `confluent`."))
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool = field(default=True, metadata=doc("Serve /metrics, /healthz, /readyz."))
+    host: str = field(default="0.0.0.0", metadata=doc("Listen address."))
+    port: int = field(default=9102, metadata=doc("Listen port."))
+
+
+@dataclass(frozen=True)
+class SubscriptionConfig:
+    stream: Literal["v1", "v2", "private"] = field(metadata=doc(
+        "Which Bybit stream the topic lives on."))
+    topic: str = field(metadata=doc(
+        "Bybit topic. v1: trade realtimes kline (or kline_<interval>) depth mergedDepth "
+        "diffDepth lt; v2: depth kline trade bookTicker realtimes; private: "
+        "outboundAccountInfo executionReport ticketInfo stop_executionReport."))
+    symbols: list[str] = field(default_factory=list, metadata=doc(
+        "Symbols to subscribe (public streams; private topics take none).",
+        example=["BTCUSDT", "ETHUSDT"]))
+    interval: str | None = field(default=None, metadata=doc(
+        "kline interval: " + ", ".join(topics.KLINE_INTERVALS) + "."))
+    dump_scale: int | None = field(default=None, metadata=doc(
+        "mergedDepth: decimal places prices are aggregated to (Bybit's dumpScale)."))
+    binary: bool = field(default=False, metadata=doc(
+        "Ask Bybit for compressed binary frames."))
+    kafka_topic: str | None = field(default=None, metadata=doc(
+        "Kafka topic for this subscription, overriding `kafka.topic_template`."))
+
+    @property
+    def spec(self) -> topics.TopicSpec:
+        found = topics.lookup(self.stream, self.topic)
+        assert found is not None, "validated at load time"
+        return found
+
+    @property
+    def topic_id(self) -> str:
+        """Bybit topic plus its parameter: ``kline_1m``, ``mergedDepth_1``, ``trade``."""
+        if self.interval is not None:
+            return f"{self.topic}_{self.interval}"
+        if self.dump_scale is not None:
+            return f"{self.topic}_{self.dump_scale}"
+        return self.topic
+
+
+@dataclass(frozen=True)
+class Config:
+    bybit: BybitConfig = field(default_factory=BybitConfig, metadata=doc(
+        "Where and how to connect to Bybit."))
+    kafka: KafkaConfig = field(default_factory=KafkaConfig, metadata=doc(
+        "Where and how to write to Kafka."))
+    serialization: SerializationConfig = field(default_factory=SerializationConfig,
+                                               metadata=doc("Record encoding."))
+    metrics: MetricsConfig = field(default_factory=MetricsConfig, metadata=doc(
+        "Prometheus metrics and health endpoints."))
+    subscriptions: list[SubscriptionConfig] = field(default_factory=list, metadata=doc(
+        "What to stream: each entry is one Bybit topic on one stream for a list of symbols."))
+
+    def kafka_topic(self, sub: SubscriptionConfig) -> str:
+        """The Kafka topic a subscription writes to."""
+        if sub.kafka_topic:
+            return sub.kafka_topic
+        return self.kafka.topic_template.format(stream=sub.stream, topic=sub.topic_id)
+
+
+# --------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def load(path: str | Path, env: typing.Mapping[str, str] | None = None) -> Config:
+    """Read, interpolate, validate. Raises ``ConfigError`` naming the YAML path."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("", f"cannot read config file {str(path)!r}: {exc.strerror}") from exc
+    return loads(text, env=env, base_dir=path.parent)
+
+
+def loads(text: str, env: typing.Mapping[str, str] | None = None,
+          base_dir: Path | None = None) -> Config:
+    """Parse a YAML string into a validated ``Config``."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError("", f"not valid YAML at {where}: {problem}") from exc
+    if raw is None:
+        raw = {}
+    ctx = _Ctx(env=os.environ if env is None else env, base_dir=base_dir or Path.cwd())
+    config = _build(Config, raw, "", ctx)
+    assert isinstance(config, Config)
+    _check(config)
+    return config
+
+
+@dataclass
+class _Ctx:
+    env: typing.Mapping[str, str]
+    base_dir: Path
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+            int: "an integer", float: "a number", type(None): "empty"}.get(type(value),
+                                                                            type(value).__name__)
+
+
+def _interpolate(value: str, path: str, ctx: _Ctx) -> str:
+    def sub(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in ctx.env:
+            return ctx.env[name]
+        if default is not None:
+            return default
+        raise ConfigError(path, f"environment variable {name} is not set",
+                          f"export {name}=... or use ${{{name}:-default}}")
+    return _ENV_RE.sub(sub, value)
+
+
+def _build(cls: type, raw: Any, path: str, ctx: _Ctx) -> Any:
+    """Build dataclass ``cls`` from ``raw``, rejecting unknown keys."""
+    if not isinstance(raw, dict):
+        raise ConfigError(path or "(top level)", f"expected a mapping, got {_type_name(raw)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    secrets = {n for n, f in fields.items() if f.metadata.get("secret")}
+    allowed = set(fields) | {f"{n}_file" for n in secrets}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        key_path = _join(path, str(key))
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else (
+                "known keys: " + ", ".join(sorted(fields)))
+            raise ConfigError(key_path, "unknown key", hint)
+        if key.endswith("_file") and key[:-5] in secrets:
+            name = key[:-5]
+            if name in raw:
+                raise ConfigError(key_path, f"give either {name} or {key}, not both")
+            kwargs[name] = Secret(_read_secret_file(value, key_path, ctx))
+            continue
+        kwargs[key] = _convert(hints[key], value, key_path, ctx)
+    for name, f in fields.items():
+        if (name not in kwargs and f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING):
+            raise ConfigError(_join(path, name), "is required")
+    return cls(**kwargs)
+
+
+def _read_secret_file(value: Any, path: str, ctx: _Ctx) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(path, f"expected a file path, got {_type_name(value)}")
+    file = Path(_interpolate(value, path, ctx))
+    if not file.is_absolute():
+        file = ctx.base_dir / file
+    try:
+        return file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read secret file {str(file)!r}: {exc.strerror}") from exc
+
+
+def _convert(tp: Any, value: Any, path: str, ctx: _Ctx) -> Any:
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in get_args(tp) if a is not type(None)]
+        if value is None:
+            if type(None) in get_args(tp):
+                return None
+            raise ConfigError(path, "must not be empty")
+        return _convert(options[0], value, path, ctx)
+    if isinstance(value, str) and "${" in value:
+        value = _interpolate(value, path, ctx)
+        value = _coerce_interpolated(tp, value)
+    if tp is Secret:
+        if not isinstance(value, str):
+            raise ConfigError(path, f"expected a string, got {_type_name(value)}")
+        return Secret(value)
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            raise ConfigError(path, f"{value!r} is not one of {', '.join(map(str, choices))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path, ctx)  # type: ignore[arg-type]
+    if origin is list:
+        (item_tp,) = get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(path, f"expected a list, got {_type_name(value)}")
+        return [_convert(item_tp, v, f"{path}[{i}]", ctx) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(path, f"expected a mapping, got {_type_name(value)}")
+        return {str(k): _interpolate_tree(v, _join(path, str(k)), ctx) for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(path, f"expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(path, f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(path, f"expected a number, got {value!r}")
+        if value <= 0:
+            raise ConfigError(path, f"must be positive, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(path, f"expected a string, got {_type_name(value)}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {path}")  # a bug, not bad input
+
+
+def _coerce_interpolated(tp: Any, value: str) -> Any:
+    """``${PORT}`` in a number or boolean field: parse the substituted text."""
+    try:
+        if tp is int:
+            return int(value)
+        if tp is float:
+            return float(value)
+    except ValueError:
+        return value
+    if tp is bool and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value
+
+
+def _interpolate_tree(value: Any, path: str, ctx: _Ctx) -> Any:
+    if isinstance(value, str):
+        return _interpolate(value, path, ctx)
+    return value
+
+
+# --------------------------------------------------------------------------
+# Cross-field checks
+# --------------------------------------------------------------------------
+
+
+def _check(config: Config) -> None:
+    _check_kafka(config.kafka)
+    _check_serialization(config.serialization)
+    if not config.subscriptions:
+        raise ConfigError("subscriptions", "is empty: subscribe to at least one topic")
+    seen: dict[tuple[str, str, str], int] = {}
+    kinds_by_kafka_topic: dict[str, tuple[str, int]] = {}
+    for i, sub in enumerate(config.subscriptions):
+        path = f"subscriptions[{i}]"
+        _check_subscription(sub, path, config)
+        for j, symbol in enumerate(sub.symbols or ["*"]):
+            key = (sub.stream, sub.topic_id, symbol)
+            if key in seen:
+                what = f"{sub.stream} {sub.topic_id} {symbol}" if symbol != "*" else (
+                    f"{sub.stream} {sub.topic_id}")
+                where = f"{path}.symbols[{j}]" if sub.symbols else path
+                raise ConfigError(where, f"duplicate subscription: {what} is already "
+                                         f"subscribed by subscriptions[{seen[key]}]")
+            seen[key] = i
+        kafka_topic = config.kafka_topic(sub)
+        if not KAFKA_TOPIC_RE.match(kafka_topic):
+            raise ConfigError(f"{path}.kafka_topic" if sub.kafka_topic else "kafka.topic_template",
+                              f"{kafka_topic!r} is not a legal Kafka topic name",
+                              "use letters, digits, '.', '_' and '-', at most 249 characters")
+        kind = sub.spec.kind
+        other = kinds_by_kafka_topic.get(kafka_topic)
+        if other and other[0] != kind:
+            raise ConfigError(f"{path}.kafka_topic" if sub.kafka_topic else path,
+                              f"Kafka topic {kafka_topic!r} already carries {other[0]} records "
+                              f"from subscriptions[{other[1]}]; {kind} records have a "
+                              "different schema", "give this subscription its own kafka_topic")
+        kinds_by_kafka_topic.setdefault(kafka_topic, (kind, i))
+        if kafka_topic == config.kafka.dead_letter_topic:
+            raise ConfigError(f"{path}.kafka_topic" if sub.kafka_topic else path,
+                              f"{kafka_topic!r} is the dead-letter topic")
+    if any(s.stream == "private" for s in config.subscriptions):
+        creds = config.bybit.credentials
+        for name in ("api_key", "api_secret"):
+            if getattr(creds, name) is None or not getattr(creds, name).get():
+                raise ConfigError(f"bybit.credentials.{name}",
+                                  "is required because a private topic is subscribed",
+                                  f"set {name}: ${{BYBIT_{name.upper()}}} or {name}_file")
+
+
+def _check_kafka(kafka: KafkaConfig) -> None:
+    if not kafka.bootstrap_servers:
+        raise ConfigError("kafka.bootstrap_servers", "is empty: give at least one host:port")
+    for i, server in enumerate(kafka.bootstrap_servers):
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"kafka.bootstrap_servers[{i}]",
+                              f"{server!r} is not host:port", "e.g. kafka:9092")
+    for key in kafka.producer:
+        if key not in PRODUCER_KEYS:
+            close = difflib.get_close_matches(key, sorted(PRODUCER_KEYS), n=1)
+            raise ConfigError(f"kafka.producer.{key}", "is not a kafka-python producer setting",
+                              f"did you mean '{close[0]}'?" if close else None)
+    if "{topic}" not in kafka.topic_template:
+        raise ConfigError("kafka.topic_template", "must contain {topic}",
+                          "e.g. bybit.spot.{stream}.{topic}")
+    try:
+        kafka.topic_template.format(stream="v1", topic="trade")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError("kafka.topic_template", f"unknown placeholder {exc}",
+                          "only {stream} and {topic} are known") from exc
+    if not KAFKA_TOPIC_RE.match(kafka.dead_letter_topic):
+        raise ConfigError("kafka.dead_letter_topic",
+                          f"{kafka.dead_letter_topic!r} is not a legal Kafka topic name")
+    sec = kafka.security
+    if sec.security_protocol.startswith("SASL") and sec.sasl_mechanism is None:
+        raise ConfigError("kafka.security.sasl_mechanism",
+                          f"is required with security_protocol {sec.security_protocol}")
+    if sec.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+        if not sec.sasl_plain_username or sec.sasl_plain_password is None:
+            raise ConfigError("kafka.security.sasl_plain_username",
+                              f"{sec.sasl_mechanism} needs sasl_plain_username and "
+                              "sasl_plain_password (or sasl_plain_password_file)")
+    if kafka.max_pending_records < 1:
+        raise ConfigError("kafka.max_pending_records", "must be at least 1")
+
+
+def _check_serialization(ser: SerializationConfig) -> None:
+    if ser.format == "confluent" and not ser.schema_registry.url:
+        raise ConfigError("serialization.schema_registry.url",
+                          "is required when serialization.format is 'confluent'",
+                          "or use format: avro (no registry)")
+    url = ser.schema_registry.url
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError("serialization.schema_registry.url",
+                          f"{url!r} is not an http(s) URL")
+
+
+def _check_subscription(sub: SubscriptionConfig, path: str, config: Config) -> None:
+    # v1 allows Bybit's own spelling kline_<interval>; normalise it.
+    if sub.stream == "v1" and sub.topic.startswith("kline_"):
+        interval = sub.topic[len("kline_"):]
+        if sub.interval is not None and sub.interval != interval:
+            raise ConfigError(f"{path}.interval", f"{sub.interval!r} contradicts topic "
+                                                  f"{sub.topic!r}")
+        object.__setattr__(sub, "topic", "kline")
+        object.__setattr__(sub, "interval", interval)
+    spec = topics.lookup(sub.stream, sub.topic)
+    if spec is None:
+        known = topics.topics_of(sub.stream)
+        other = [s for s in topics.STREAMS if topics.lookup(s, sub.topic)]
+        hint = (f"{sub.topic!r} exists on stream {other[0]}" if other
+                else f"known {sub.stream} topics: {', '.join(known)}")
+        raise ConfigError(f"{path}.topic", f"{sub.topic!r} is not a {sub.stream} topic", hint)
+    if spec.param == "interval":
+        if sub.interval is None:
+            raise ConfigError(f"{path}.interval", "is required for kline",
+                              "one of " + ",".join(topics.KLINE_INTERVALS))
+        if sub.interval not in topics.KLINE_INTERVALS:
+            raise ConfigError(f"{path}.interval", f"{sub.interval!r} is not one of "
+                              + ",".join(topics.KLINE_INTERVALS))
+    elif sub.interval is not None:
+        raise ConfigError(f"{path}.interval", f"only kline takes an interval, not {sub.topic}")
+    if spec.param == "dump_scale":
+        if sub.dump_scale is None:
+            raise ConfigError(f"{path}.dump_scale", "is required for mergedDepth",
+                              "decimal places to aggregate prices to, e.g. dump_scale: 1")
+        if not 0 <= sub.dump_scale <= 18:
+            raise ConfigError(f"{path}.dump_scale", f"{sub.dump_scale} is not between 0 and 18")
+    elif sub.dump_scale is not None:
+        raise ConfigError(f"{path}.dump_scale",
+                          f"only mergedDepth takes a dump_scale, not {sub.topic}")
+    if sub.stream == "private":
+        if sub.symbols:
+            raise ConfigError(f"{path}.symbols", "private topics take no symbols",
+                              "the private stream carries every symbol of the account")
+        if sub.binary:
+            raise ConfigError(f"{path}.binary", "the private stream has no binary mode")
+        return
+    if not sub.symbols:
+        raise ConfigError(f"{path}.symbols", "is empty: list at least one symbol",
+                          "e.g. symbols: [BTCUSDT]")
+    for j, symbol in enumerate(sub.symbols):
+        if not SYMBOL_RE.match(symbol):
+            hint = (f"Bybit symbols are upper case: {symbol.upper()!r}"
+                    if SYMBOL_RE.match(symbol.upper()) else "e.g. BTCUSDT")
+            raise ConfigError(f"{path}.symbols[{j}]", f"{symbol!r} is not a Bybit symbol", hint)

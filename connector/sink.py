@@ -1,0 +1,300 @@
+"""The Kafka producer wrapper: send, delivery tracking, dead letters,
+backpressure, flush. The pipeline never touches producer futures.
+
+Delivery guarantee: at-least-once into Kafka for every record ``send``
+accepted (``True``), given the broker comes back within the producer's
+``delivery_timeout_ms``; with ``acks=all`` and idempotence (the defaults)
+retries do not duplicate. A record Kafka finally refuses is re-sent to the
+dead-letter topic with the reason; a record that cannot go anywhere is
+counted in ``bybit_connector_dropped_records_total{reason}``, never lost
+silently.
+
+Backpressure: at most ``max_pending_records`` records are unacknowledged.
+When that bound is reached ``send`` blocks up to ``block_timeout_seconds``
+for room; if the buffer stays full past that, ``send`` drops (and counts)
+immediately until room frees up, so a long broker outage never stalls the
+WebSocket threads for more than one timeout and memory stays bounded.
+
+Thread-safety: ``send`` and ``dead_letter`` may be called from several
+threads. Delivery callbacks run on kafka-python's I/O thread; they only
+count and latch failures, which are re-routed on the next ``send``/``flush``
+on a caller's thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from connector import metrics
+from connector.config import KafkaConfig
+
+log = logging.getLogger(__name__)
+
+Headers = Sequence[tuple[str, bytes]]
+
+# Safe defaults; anything under `kafka.producer` overrides them.
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "acks": "all",
+    "enable_idempotence": True,
+    "compression_type": "lz4",
+    "linger_ms": 10,
+    "batch_size": 256 * 1024,
+    "max_block_ms": 10_000,
+    "delivery_timeout_ms": 120_000,
+    "retry_backoff_ms": 200,
+    "reconnect_backoff_max_ms": 5_000,
+    "client_id": "bybit-kafka-connector",
+}
+
+DETAIL_MAX = 512
+
+
+def producer_settings(config: KafkaConfig) -> dict[str, Any]:
+    """kafka-python KafkaProducer kwargs from the config (secrets resolved)."""
+    settings = dict(PRODUCER_DEFAULTS)
+    settings.update(config.producer)
+    settings["bootstrap_servers"] = list(config.bootstrap_servers)
+    sec = config.security
+    settings["security_protocol"] = sec.security_protocol
+    if sec.sasl_mechanism:
+        settings["sasl_mechanism"] = sec.sasl_mechanism
+    if sec.sasl_plain_username:
+        settings["sasl_plain_username"] = sec.sasl_plain_username
+    if sec.sasl_plain_password is not None:
+        settings["sasl_plain_password"] = sec.sasl_plain_password.get()
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        if getattr(sec, name):
+            settings[name] = getattr(sec, name)
+    if sec.ssl_password is not None:
+        settings["ssl_password"] = sec.ssl_password.get()
+    if sec.security_protocol in ("SSL", "SASL_SSL"):
+        settings["ssl_check_hostname"] = sec.ssl_check_hostname
+    return settings
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Headers
+    error: str
+
+
+class KafkaSink:
+    """Owns the one KafkaProducer of the process (a context manager)."""
+
+    def __init__(self, config: KafkaConfig,
+                 producer_factory: Callable[..., Any] = KafkaProducer) -> None:
+        self._config = config
+        self._dead_letter_topic = config.dead_letter_topic
+        self._max_pending = config.max_pending_records
+        self._block_timeout = config.block_timeout_seconds
+        self._cond = threading.Condition()
+        self._pending = 0
+        self._full_since: float | None = None
+        self._failed: collections.deque[_Failed] = collections.deque()
+        self._children: dict[str, tuple[Any, Any, Any]] = {}
+        self.last_ack_monotonic: float | None = None
+        self.last_error_monotonic: float | None = None
+        self.last_error: str | None = None
+        metrics.producer_buffer_capacity_records.set(self._max_pending)
+        metrics.producer_buffer_records.set_function(lambda: self._pending)
+        try:
+            self._producer = producer_factory(**producer_settings(config))
+        except KafkaError as exc:
+            from connector.errors import DeliveryError
+
+            raise DeliveryError(f"cannot start the Kafka producer: {exc}") from exc
+
+    # -- sending --------------------------------------------------------------
+
+    def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers,
+             received_mono_ns: int) -> bool:
+        """Hand one record to Kafka. Non-blocking unless the buffer is full.
+
+        Returns False if the record had to be dropped (counted). Delivery is
+        observed asynchronously; failures go to the dead-letter topic.
+        """
+        if self._failed:
+            self._reroute_failures()
+        if not self._reserve():
+            metrics.dropped_records_total.labels("buffer_full").inc()
+            return False
+        return self._send_reserved(topic, key, value, headers, received_mono_ns, False)
+
+    def dead_letter(self, value: bytes, reason: str, source: str, detail: str,
+                    extra_headers: Headers = ()) -> None:
+        """Write ``value`` to the dead-letter topic with why it is there.
+
+        Headers: ``dlq.reason`` (bounded vocabulary), ``dlq.source`` (the
+        Kafka topic it was meant for, or ``stream:<name>`` for frames),
+        ``dlq.detail`` (text, truncated), then ``extra_headers``.
+        """
+        headers = [
+            ("dlq.reason", reason.encode()),
+            ("dlq.source", source.encode()),
+            ("dlq.detail", detail[:DETAIL_MAX].encode("utf-8", "replace")),
+            *extra_headers,
+        ]
+        metrics.dead_letter_records_total.labels(reason).inc()
+        if not self._reserve():
+            metrics.dropped_records_total.labels("dead_letter_failed").inc()
+            return
+        self._send_reserved(self._dead_letter_topic, None, value, headers,
+                            time.monotonic_ns(), True)
+
+    def _send_reserved(self, topic: str, key: bytes | None, value: bytes, headers: Headers,
+                       received_mono_ns: int, is_dead_letter: bool) -> bool:
+        try:
+            future = self._producer.send(topic, value=value, key=key, headers=list(headers))
+        except (KafkaError, ValueError, TypeError, AssertionError) as exc:
+            # Raised before queuing: metadata timeout, record too large, closed producer.
+            self._release()
+            self._on_error(topic, key, value, headers, exc, is_dead_letter)
+            return not is_dead_letter
+        future.add_callback(self._on_ack, topic, len(value), received_mono_ns)
+        future.add_errback(self._on_error_cb, topic, key, value, headers, is_dead_letter)
+        return True
+
+    def _reserve(self) -> bool:
+        """Take one slot of the pending bound, waiting per the backpressure policy."""
+        with self._cond:
+            if self._pending < self._max_pending:
+                self._pending += 1
+                return True
+            now = time.monotonic()
+            if self._full_since is None:
+                self._full_since = now
+            deadline = self._full_since + self._block_timeout
+            while self._pending >= self._max_pending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            self._pending += 1
+            return True
+
+    def _release(self) -> None:
+        with self._cond:
+            self._pending -= 1
+            if self._pending < self._max_pending:
+                self._full_since = None
+            self._cond.notify()
+
+    # -- delivery callbacks (kafka-python I/O thread) ---------------------------
+
+    def _on_ack(self, topic: str, size: int, received_mono_ns: int, _meta: Any) -> None:
+        self._release()
+        self.last_ack_monotonic = time.monotonic()
+        children = self._children.get(topic)
+        if children is None:
+            children = (metrics.records_produced_total.labels(topic),
+                        metrics.produced_bytes_total.labels(topic),
+                        metrics.delivery_latency_seconds.labels(topic))
+            self._children[topic] = children
+        children[0].inc()
+        children[1].inc(size)
+        children[2].observe((time.monotonic_ns() - received_mono_ns) / 1e9)
+
+    def _on_error_cb(self, topic: str, key: bytes | None, value: bytes, headers: Headers,
+                     is_dead_letter: bool, exc: BaseException) -> None:
+        self._release()
+        self._on_error(topic, key, value, headers, exc, is_dead_letter)
+
+    def _on_error(self, topic: str, key: bytes | None, value: bytes, headers: Headers,
+                  exc: BaseException, is_dead_letter: bool) -> None:
+        reason = type(exc).__name__
+        metrics.kafka_send_errors_total.labels(topic, reason).inc()
+        self.last_error_monotonic = time.monotonic()
+        self.last_error = f"{reason}: {exc}"
+        if is_dead_letter:
+            log.error("dead-letter write to %s failed (%s); record dropped", topic, reason)
+            metrics.dropped_records_total.labels("dead_letter_failed").inc()
+            return
+        log.warning("Kafka refused a record for %s: %s; sending it to %s", topic, exc,
+                    self._dead_letter_topic)
+        self._failed.append(_Failed(topic, key, value, headers, f"{reason}: {exc}"))
+
+    def _reroute_failures(self) -> None:
+        while True:
+            try:
+                failed = self._failed.popleft()
+            except IndexError:
+                return
+            extra = [h for h in failed.headers if not h[0].startswith("dlq.")]
+            if failed.key is not None:
+                extra.append(("dlq.key", failed.key))
+            self.dead_letter(failed.value, "delivery_failed", failed.topic, failed.error, extra)
+
+    # -- lifecycle --------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def kafka_reachable(self) -> bool:
+        """For /readyz: connected at bootstrap and no delivery error lately."""
+        now = time.monotonic()
+        if self.last_error_monotonic is not None and now - self.last_error_monotonic < 10:
+            if self.last_ack_monotonic is None or self.last_ack_monotonic < self.last_error_monotonic:
+                return False
+        if self.last_ack_monotonic is not None and now - self.last_ack_monotonic < 60:
+            return True
+        try:
+            return bool(self._producer.bootstrap_connected())
+        except (KafkaError, AttributeError):
+            return False
+
+    def flush(self, timeout: float) -> int:
+        """Wait up to ``timeout`` s for every pending record (and re-routed
+        failures). Returns how many are still unacknowledged."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                self._producer.flush(timeout=remaining)
+            except KafkaError as exc:
+                log.warning("flush did not complete: %s", exc)
+            if self._failed and time.monotonic() < deadline:
+                self._reroute_failures()
+                continue
+            with self._cond:
+                if self._pending == 0 or time.monotonic() >= deadline:
+                    return self._pending
+                self._cond.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    def close(self, timeout: float | None = None) -> int:
+        """Flush (bounded), close the producer; count what could not be delivered.
+
+        Returns the number of records counted as dropped (reason
+        ``shutdown_timeout``): still unacknowledged, or refused and not yet
+        re-routed, when the flush timeout ran out.
+        """
+        timeout = self._config.flush_timeout_seconds if timeout is None else timeout
+        left = self.flush(timeout)
+        try:
+            self._producer.close(timeout=1.0 if left else timeout)
+        except KafkaError as exc:
+            log.warning("closing the producer: %s", exc)
+        lost = self._pending + len(self._failed)
+        if lost:
+            log.error("%d records were not acknowledged within %.1f s; counted as dropped",
+                      lost, timeout)
+            metrics.dropped_records_total.labels("shutdown_timeout").inc(lost)
+        return lost
+
+    def __enter__(self) -> KafkaSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
