@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "validate":
         _print_plan(config, args.json)
         return EXIT_OK
-    from connector.pipeline import run
+    from connector.service import run
 
     try:
         return run(config)

@@ -1,0 +1,36 @@
+# Two entry points for a fresh machine with Python 3.11, Java 17 and Maven:
+#   make demo   set up, then run the end-to-end demo (local Kafka + local exchange)
+#   make test   set up, then run linters and the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: demo test setup setup-test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+	$(PY) -m connector.dev.kafka_broker fetch
+
+setup-test: setup
+	bash scripts/install_test_tools.sh
+
+demo: setup
+	$(PY) scripts/demo.py
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check connector tests scripts
+	$(VENV)/bin/mypy connector
+
+test: setup-test lint
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) scripts/bench.py
+
+clean:
+	rm -rf $(VENV) .cache build *.egg-info
