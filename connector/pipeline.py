@@ -17,6 +17,7 @@ from typing import Any
 
 from connector import metrics, records
 from connector.bybit.events import Event, MarketData, PrivateData, Undecodable
+from connector.bybit.frames import market_topic_id
 from connector.config import Config, SubscriptionConfig
 from connector.dedup import RecentIds
 from connector.errors import ConnectorError, SerializationError
@@ -51,15 +52,6 @@ class Route:
     dedup_field: str | None = None
     dedup: dict[str, RecentIds] = field(default_factory=dict)
     lag: Any = None
-
-
-def market_topic_id(data: MarketData) -> str:
-    """The subscription id a data frame belongs to: ``kline_1m``, ``mergedDepth_1``..."""
-    if data.topic == "kline":
-        return f"kline_{data.params.get('klineType')}"
-    if data.topic == "mergedDepth":
-        return f"mergedDepth_{data.params.get('dumpScale')}"
-    return data.topic
 
 
 def build_routes(config: Config,
