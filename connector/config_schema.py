@@ -14,8 +14,7 @@ import typing
 from typing import Any, Literal, get_args, get_origin
 
 from connector import topics
-from connector.config import Config, PRODUCER_KEYS, Secret, SubscriptionConfig
-
+from connector.config import PRODUCER_KEYS, Config, Secret
 
 # Numbers and booleans may also come from the environment: `port: ${METRICS_PORT:-9102}`.
 _ENV_REF = {"type": "string", "pattern": "^\\$\\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\\}$"}
@@ -55,13 +54,13 @@ def _object_schema(cls: type) -> dict[str, Any]:
         schema["description"] = f.metadata.get("doc", "")
         if f.default is not dataclasses.MISSING and f.default is not None:
             schema["default"] = f.default
-        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            value = f.default_factory()  # type: ignore[misc]
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
             if not dataclasses.is_dataclass(value) and value:
                 schema["default"] = value
         if "example" in f.metadata:
             schema["examples"] = [f.metadata["example"]]
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             required.append(f.name)
         props[f.name] = schema
         if f.metadata.get("secret"):
@@ -89,7 +88,6 @@ def generate() -> dict[str, Any]:
     sub["properties"]["symbols"]["items"]["pattern"] = "^[A-Z0-9]{2,30}$"
     producer = schema["properties"]["kafka"]["properties"]["producer"]
     producer["propertyNames"] = {"enum": sorted(PRODUCER_KEYS)}
-    assert SubscriptionConfig  # the subscription entry schema is derived above
     return schema
 
 

@@ -73,7 +73,7 @@ class HealthServer:
 
 def _make_handler(liveness: Liveness, readiness: ReadinessCheck) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
@@ -97,7 +97,7 @@ def _make_handler(liveness: Liveness, readiness: ReadinessCheck) -> type[BaseHTT
             self.end_headers()
             self.wfile.write(payload)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             log.debug("health: " + format, *args)
 
     return Handler

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from connector import metrics, records
 from connector.bybit.events import Event, MarketData, PrivateData, Undecodable
@@ -28,14 +28,15 @@ log = logging.getLogger(__name__)
 DEDUP_CAPACITY = 1000  # ids remembered per (stream, symbol); Bybit replays 60
 
 
-class Sink:
+class Sink(Protocol):
     """What the pipeline needs of the Kafka side (see ``sink.KafkaSink``)."""
 
     def send(self, topic: str, key: bytes | None, value: bytes,
-             headers: list[tuple[str, bytes]], received_mono_ns: int) -> bool: ...
+             headers: list[tuple[str, bytes]], received_mono_ns: int) -> bool:
+        raise NotImplementedError
 
     def dead_letter(self, value: bytes, reason: str, source: str, detail: str,
-                    extra_headers: Iterable[tuple[str, bytes]] = ()) -> None: ...
+                    extra_headers: Sequence[tuple[str, bytes]] = ()) -> None: ...
 
 
 @dataclass(slots=True)

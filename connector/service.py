@@ -98,7 +98,7 @@ def build_connections(config: Config,
 
 def _init_metrics(config: Config) -> None:
     metrics.init_reason_children()
-    age_keys = []
+    age_keys: list[tuple[str, str, str]] = []
     for sub in config.subscriptions:
         n = max(1, len(sub.symbols))
         metrics.subscriptions_configured.labels(sub.stream, sub.topic_id).inc(n)

@@ -246,7 +246,8 @@ class KafkaSink:
         """For /readyz: connected at bootstrap and no delivery error lately."""
         now = time.monotonic()
         if self.last_error_monotonic is not None and now - self.last_error_monotonic < 10:
-            if self.last_ack_monotonic is None or self.last_ack_monotonic < self.last_error_monotonic:
+            last_ack = self.last_ack_monotonic
+            if last_ack is None or last_ack < self.last_error_monotonic:
                 return False
         if self.last_ack_monotonic is not None and now - self.last_ack_monotonic < 60:
             return True

@@ -101,8 +101,9 @@ class Connection:
         self._state: dict[tuple[str, str], str] = {}
         self._pending: list[_Pending] = []
         self._retry_at: dict[Request, tuple[float, int]] = {}
+        per_request = settings.max_symbols_per_request
         self._requests = [req for sub in settings.subscriptions
-                          for req in protocol.build_subscribe(sub, settings.max_symbols_per_request)]
+                          for req in protocol.build_subscribe(sub, per_request)]
         labels = (settings.stream, settings.name)
         self._m_up = metrics.connection_up.labels(*labels)
         self._m_rtt = metrics.heartbeat_rtt_seconds.labels(*labels)
@@ -384,7 +385,7 @@ class Connection:
             return
         try:
             self._on_event(event)
-        except Exception:  # noqa: BLE001 — a pipeline bug must not kill the connection
+        except Exception:
             log.exception("%s: event handler failed", s.name)
 
     def _count(self, event: MarketData | PrivateData, topic: str, topic_id: str,

@@ -77,30 +77,26 @@ def decode(raw: str | bytes, stream: Stream, stamp: Stamp, binary: bool = False)
     """Decode one frame. ``binary`` is True for WebSocket binary frames."""
     try:
         return _decode(raw, stream, stamp, binary)
-    except Exception as exc:  # noqa: BLE001 — the contract is: never raise out of the loop
+    except Exception as exc:
         return _bad(raw, "unknown_shape", f"{type(exc).__name__}: {exc}", stream, stamp)
 
 
 def _bad(raw: str | bytes, reason: str, detail: str, stream: Stream, stamp: Stamp) -> Undecodable:
-    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     return Undecodable(data, reason, detail[:300], stream, stamp)
 
 
 def _decode(raw: str | bytes, stream: Stream, stamp: Stamp, binary: bool) -> Event:
     text: str | bytes = raw
-    if binary or isinstance(raw, bytes | bytearray):
-        data = bytes(raw)
-        if binary:
-            try:
-                data = decompress(data)
-            except ValueError as exc:
-                return _bad(raw, "decompress_failed", str(exc), stream, stamp)
+    if binary:
         try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return _bad(raw, "invalid_utf8", str(exc), stream, stamp)
+            text = decompress(raw.encode() if isinstance(raw, str) else raw)
+        except ValueError as exc:
+            return _bad(raw, "decompress_failed", str(exc), stream, stamp)
     try:
-        msg = json.loads(text)
+        msg = json.loads(text)  # bytes are fine: json detects UTF-8 itself
+    except UnicodeDecodeError as exc:
+        return _bad(raw, "invalid_utf8", str(exc), stream, stamp)
     except (ValueError, RecursionError) as exc:
         return _bad(raw, "invalid_json", str(exc), stream, stamp)
     size = len(text)
@@ -150,7 +146,7 @@ def _decode_object(msg: dict[str, Any], raw: str | bytes, stream: Stream, stamp:
     if "code" in msg:
         code = str(msg["code"])
         text = str(msg.get("msg") if msg.get("msg") is not None else msg.get("desc", ""))
-        params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
+        params: dict[str, Any] = msg["params"] if isinstance(msg.get("params"), dict) else {}
         topic = msg.get("topic") if isinstance(msg.get("topic"), str) else None
         symbol = msg.get("symbol") if isinstance(msg.get("symbol"), str) else None
         if symbol is None and isinstance(params.get("symbol"), str):

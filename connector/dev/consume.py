@@ -90,5 +90,5 @@ class AvroDecoder:
                              f"that of {kind}")
         if fp is None and value[:1] == b"\x00":  # Confluent framing
             value = value[5:]
-        result: dict[str, Any] = fastavro.schemaless_reader(io.BytesIO(value), schema)  # type: ignore[call-arg,assignment]
+        result: dict[str, Any] = fastavro.schemaless_reader(io.BytesIO(value), schema)  # type: ignore[assignment]
         return result

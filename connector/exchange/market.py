@@ -144,8 +144,9 @@ class DiffBook:
                            [[p, q] for p, q in self.asks.items()])
 
     def delta(self) -> dict[str, Any]:
-        rng = self.market._rng  # noqa: SLF001 (one generator for reproducibility)
-        changes_b, changes_a = [], []
+        rng = self.market._rng
+        changes_b: list[list[str]] = []
+        changes_a: list[list[str]] = []
         for side, changes in ((self.bids, changes_b), (self.asks, changes_a)):
             for _ in range(rng.randrange(1, 4)):
                 price = rng.choice(list(side))

@@ -26,7 +26,7 @@ class Account:
 
     def next_frames(self) -> list[Any]:
         self._n += 1
-        rng = self.market._rng  # noqa: SLF001
+        rng = self.market._rng
         sym = self.market.symbol("BTCUSDT")
         price = sym.step()
         qty = round(rng.uniform(0.001, 0.05), 6)

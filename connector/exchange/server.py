@@ -48,7 +48,7 @@ V1_TOPICS = {"trade", "realtimes", "depth", "mergedDepth", "diffDepth", "lt"} | 
     f"kline_{i}" for i in KLINE_SECONDS}
 V2_TOPICS = {"depth", "kline", "trade", "bookTicker", "realtimes"}
 # Bybit's push period per topic (seconds) when no rate is forced.
-DEFAULT_PERIOD = {"v1": 0.3, ("v2", "depth"): 0.1, ("v2", "bookTicker"): 0.1, "v2": 0.3}
+DEFAULT_PERIOD: dict[str | tuple[str, str], float] = {"v1": 0.3, ("v2", "depth"): 0.1, ("v2", "bookTicker"): 0.1, "v2": 0.3}
 
 
 def dumps(obj: Any) -> str:
@@ -97,6 +97,7 @@ class ExchangeServer:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._stopping: asyncio.Event | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -166,8 +167,10 @@ class ExchangeServer:
     def send_garbage(self, kind: str = "text", stream: str | None = None) -> int:
         """Send an invalid frame: ``text`` (bad JSON), ``binary`` (bad bytes) or
         ``unknown`` (valid JSON of no known shape)."""
-        payload: str | bytes = {"text": "{not json", "binary": b"\x00\xffgarbage\x9c",
-                                "unknown": dumps({"hello": "world", "n": [1, 2]})}[kind]
+        payloads: dict[str, str | bytes] = {
+            "text": "{not json", "binary": b"\x00\xffgarbage\x9c",
+            "unknown": dumps({"hello": "world", "n": [1, 2]})}
+        payload = payloads[kind]
 
         async def go() -> int:
             victims = [c for c in self.clients if stream is None or c.stream == stream]
@@ -215,11 +218,14 @@ class ExchangeServer:
         if action in loop_actions:
             result: Any = loop_actions[action]()
         elif action == "pong_blackout":
-            result = self.pong_blackout(float(q.get("seconds", "30")))
+            self.pong_blackout(float(q.get("seconds", "30")))
+            result = "ok"
         elif action == "reject_subscribe":
-            result = self.reject_next_subscribe(int(q.get("count", "1")))
+            self.reject_next_subscribe(int(q.get("count", "1")))
+            result = "ok"
         elif action == "fail_auth":
-            result = self.fail_auth(q.get("mode") or None)
+            self.fail_auth(q.get("mode") or None)
+            result = "ok"
         elif action == "stats":
             result = {"clients": {s: self.client_count(s) for s in PATHS.values()},
                       "counters": dict(self.counters)}
@@ -234,16 +240,22 @@ class ExchangeServer:
         return len(victims)
 
     def _schedule_garbage(self, kind: str, stream: str | None) -> str:
-        payload: str | bytes = {"text": "{not json", "binary": b"\x00\xffgarbage",
-                                "unknown": dumps({"hello": "world"})}.get(kind, "{not json")
+        payloads: dict[str, str | bytes] = {"text": "{not json", "binary": b"\x00\xffgarbage",
+                                            "unknown": dumps({"hello": "world"})}
+        payload = payloads.get(kind, "{not json")
         for c in [c for c in self.clients if stream is None or c.stream == stream]:
-            asyncio.ensure_future(c.conn.send(payload))
+            self._background(c.conn.send(payload))
         return "scheduled"
 
     def _schedule_server_ping(self, stream: str | None) -> str:
         for c in [c for c in self.clients if stream is None or c.stream == stream]:
-            asyncio.ensure_future(c.conn.send(dumps({"ping": now_ms()})))
+            self._background(c.conn.send(dumps({"ping": now_ms()})))
         return "scheduled"
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- protocol --------------------------------------------------------------------
 
@@ -315,7 +327,7 @@ class ExchangeServer:
 
     async def _subscribe(self, client: Client, msg: dict[str, Any]) -> None:
         topic = msg.get("topic")
-        params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
+        params: dict[str, Any] = msg["params"] if isinstance(msg.get("params"), dict) else {}
         binary = params.get("binary") in (True, "true")
         if client.stream == "v1":
             symbols = [s for s in str(msg.get("symbol", "")).split(",") if s]
@@ -363,7 +375,7 @@ class ExchangeServer:
     def _period(self, stream: str, topic: str) -> float:
         if self.rate:
             return 1.0 / self.rate
-        return DEFAULT_PERIOD.get((stream, topic), DEFAULT_PERIOD[stream])  # type: ignore[return-value]
+        return DEFAULT_PERIOD.get((stream, topic), DEFAULT_PERIOD[stream])
 
     async def _send_data(self, client: Client, frame: dict[str, Any], binary: bool) -> None:
         text = dumps(frame)
@@ -415,7 +427,7 @@ class ExchangeServer:
                 data = m.kline(sym, str(params.get("klineType")))
             elif topic == "trade":
                 trade = m.new_trade(sym)
-                data = {**trade, "type": "1" if m._rng.random() < 0.05 else "0"}  # noqa: SLF001
+                data = {**trade, "type": "1" if m._rng.random() < 0.05 else "0"}
             elif topic == "bookTicker":
                 data = m.book_ticker(sym)
             else:
@@ -432,7 +444,7 @@ class ExchangeServer:
             p1["klineType"] = interval
             items = [m.kline(sym, interval)]
         elif topic == "realtimes":
-            items = [m.ticker(sym, v1=True, string_t=m._rng.random() < 0.05)]  # noqa: SLF001
+            items = [m.ticker(sym, v1=True, string_t=m._rng.random() < 0.05)]
         elif topic == "lt":
             items = [m.lt(sym)]
         elif topic == "diffDepth":
