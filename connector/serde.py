@@ -42,7 +42,8 @@ class _AvroBody:
             self.parsed = fastavro.parse_schema(schema)
         except (fastavro.schema.SchemaParseException, ValueError, TypeError, KeyError) as exc:
             raise SerializationError(f"invalid Avro schema {schema.get('name')!r}: {exc}") from exc
-        self.name: str = schema["namespace"] + "." + schema["name"] if "namespace" in schema else schema["name"]
+        namespace = schema.get("namespace")
+        self.name: str = f"{namespace}.{schema['name']}" if namespace else schema["name"]
         self.canonical: str = to_parsing_canonical_form(self.parsed)
         self.fingerprint: str = fingerprint(self.canonical, "CRC-64-AVRO")
 

@@ -48,7 +48,8 @@ V1_TOPICS = {"trade", "realtimes", "depth", "mergedDepth", "diffDepth", "lt"} | 
     f"kline_{i}" for i in KLINE_SECONDS}
 V2_TOPICS = {"depth", "kline", "trade", "bookTicker", "realtimes"}
 # Bybit's push period per topic (seconds) when no rate is forced.
-DEFAULT_PERIOD: dict[str | tuple[str, str], float] = {"v1": 0.3, ("v2", "depth"): 0.1, ("v2", "bookTicker"): 0.1, "v2": 0.3}
+DEFAULT_PERIOD: dict[str | tuple[str, str], float] = {
+    "v1": 0.3, ("v2", "depth"): 0.1, ("v2", "bookTicker"): 0.1, "v2": 0.3}
 
 
 def dumps(obj: Any) -> str:
