@@ -164,8 +164,8 @@ class Connector:
         if self.sink is not None:
             started = time.monotonic()
             lost = self.sink.close()
-            log.info("Kafka flushed in %.2f s (%d not delivered)", time.monotonic() - started,
-                     lost)
+            log.info("shutdown: Kafka flushed in %.2f s; records accepted=%d lost=%d",
+                     time.monotonic() - started, self.sink.accepted, lost)
         if self.health is not None:
             self.health.stop()
         return lost

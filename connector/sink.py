@@ -101,6 +101,7 @@ class KafkaSink:
         self._block_timeout = config.block_timeout_seconds
         self._cond = threading.Condition()
         self._pending = 0
+        self.accepted = 0  # records send() took (returned True for), dead letters included
         self._full_since: float | None = None
         self._failed: collections.deque[_Failed] = collections.deque()
         self._children: dict[str, tuple[Any, Any, Any]] = {}
@@ -171,6 +172,7 @@ class KafkaSink:
         with self._cond:
             if self._pending < self._max_pending:
                 self._pending += 1
+                self.accepted += 1
                 return True
             now = time.monotonic()
             if self._full_since is None:
@@ -182,6 +184,7 @@ class KafkaSink:
                     return False
                 self._cond.wait(remaining)
             self._pending += 1
+            self.accepted += 1
             return True
 
     def _release(self) -> None:

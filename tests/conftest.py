@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from connector.dev.kafka_broker import KafkaBroker
+from connector.dev.schema_registry import SchemaRegistry
 
 SAMPLES = Path(__file__).parent / "samples"
 
@@ -18,6 +19,13 @@ def kafka_broker() -> Iterator[KafkaBroker]:
     """A real single-node KRaft broker on 127.0.0.1 (Apache Kafka from Maven Central)."""
     with KafkaBroker() as broker:
         yield broker
+
+
+@pytest.fixture(scope="session")
+def schema_registry() -> Iterator[SchemaRegistry]:
+    """A real Confluent-compatible registry (Apicurio from Maven Central), BACKWARD rule."""
+    with SchemaRegistry() as registry:
+        yield registry
 
 
 @pytest.fixture

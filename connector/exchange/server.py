@@ -189,6 +189,16 @@ class ExchangeServer:
             return len(victims)
         return int(self._call(go))
 
+    def pause_feeds(self) -> None:
+        """Stop every data feed (connections stay open): nothing more is sent,
+        so a test can compare what was sent with what arrived."""
+        async def go() -> None:
+            for c in self.clients:
+                for task in c.tasks.values():
+                    task.cancel()
+                c.tasks.clear()
+        self._call(go)
+
     def reject_next_subscribe(self, count: int = 1) -> None:
         self._reject_next += count
 
