@@ -159,6 +159,9 @@ class KafkaConfig:
         example={"linger_ms": 20, "compression_type": "gzip"}))
     security: KafkaSecurity = field(default_factory=KafkaSecurity, metadata=doc(
         "SASL/SSL settings under kafka-python's names."))
+    create_topics: bool = field(default=True, metadata=doc(
+        "Create missing Kafka topics at start (broker's default partitions and replication). "
+        "Turn off where the connector may not create topics."))
     max_pending_records: int = field(default=100_000, metadata=doc(
         "Bound on records handed to the producer and not yet acknowledged."))
     block_timeout_seconds: float = field(default=5.0, metadata=doc(

@@ -25,7 +25,7 @@ from connector.health import HealthServer, Liveness
 from connector.pipeline import Pipeline, build_routes
 from connector.registry import SchemaRegistryClient, subject_for
 from connector.serde import ConfluentSerializer, PlainAvroSerializer, Serializer, canonical_schema
-from connector.sink import KafkaSink
+from connector.sink import KafkaSink, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,10 @@ class Connector:
         if self.config.metrics.enabled:
             self.health = HealthServer(self.config.metrics.host, self.config.metrics.port,
                                        self.liveness, self.readiness).start()
+        if self.config.kafka.create_topics:
+            ensure_topics(self.config.kafka, [
+                *{self.config.kafka_topic(s) for s in self.config.subscriptions},
+                self.config.kafka.dead_letter_topic])
         self.sink = KafkaSink(self.config.kafka)
         routes = build_routes(self.config, serializer_factory(self.config))
         self.pipeline = Pipeline(routes, self.sink)

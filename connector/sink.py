@@ -81,6 +81,34 @@ def producer_settings(config: KafkaConfig) -> dict[str, Any]:
     return settings
 
 
+def ensure_topics(config: KafkaConfig, topics: list[str]) -> list[str]:
+    """Create the ``topics`` that do not exist yet, with the broker's defaults.
+
+    Best effort: where the connector may not create topics (ACLs), it logs
+    and relies on topics provisioned by other means. Returns those created.
+    """
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    settings = {k: v for k, v in producer_settings(config).items()
+                if k in KafkaAdminClient.DEFAULT_CONFIG}
+    try:
+        admin = KafkaAdminClient(**settings)
+    except KafkaError as exc:
+        log.warning("cannot check Kafka topics (%s); relying on existing topics", exc)
+        return []
+    try:
+        missing = sorted(set(topics) - set(admin.list_topics()))
+        if missing:
+            admin.create_topics([NewTopic(t, -1, -1) for t in missing])
+            log.info("created Kafka topics: %s", ", ".join(missing))
+        return missing
+    except KafkaError as exc:
+        log.warning("could not create Kafka topics (%s); relying on existing topics", exc)
+        return []
+    finally:
+        admin.close()
+
+
 @dataclass(frozen=True, slots=True)
 class _Failed:
     topic: str

@@ -172,6 +172,7 @@ def test_every_topic_lands_exactly_as_sent(kafka_broker: KafkaBroker,
                                            exchange: ExchangeServer) -> None:
     config = make_config(exchange, kafka_broker.bootstrap_servers, ALL_TOPICS, "e2e.all")
     messages, connector = run_and_collect(exchange, config, kafka_broker.bootstrap_servers, 3)
+    assert connector.sink is not None
     decoder = AvroDecoder()
     sent = sent_items(exchange)
     by_kind = kinds(config)
