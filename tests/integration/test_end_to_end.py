@@ -261,7 +261,7 @@ def test_broker_restart_loses_nothing_within_the_buffer(exchange: ExchangeServer
     with KafkaBroker() as broker:
         config = make_config(exchange, broker.bootstrap_servers, subs, "e2e.restart",
                              extra="  max_pending_records: 100000\n")
-        messages, connector = run_and_collect(
+        messages, _ = run_and_collect(
             exchange, config, broker.bootstrap_servers, 1,
             during=lambda c: (broker.restart(down_seconds=2), time.sleep(2)))
         from prometheus_client import REGISTRY
