@@ -40,6 +40,8 @@ UNDECODABLE_REASONS = (
 DEAD_LETTER_REASONS = ("undecodable_frame", "mapping_failed", "serialization_failed",
                        "delivery_failed")
 DROP_REASONS = ("buffer_full", "dead_letter_failed", "shutdown_timeout")
+KAFKA_ERROR_REASONS = ("timeout", "record_too_large", "authorization_failed", "unknown_topic",
+                       "network", "other")
 
 build_info = Info(f"{PREFIX}_build", "Version of the running connector.")
 build_info.info({"version": __version__})
@@ -224,9 +226,25 @@ last_message_age = LastMessageAge()
 REGISTRY.register(last_message_age)
 
 
-def init_reason_children() -> None:
-    """Create every fixed-vocabulary child so dashboards show 0, not gaps."""
+def init_reason_children(streams: Iterable[str] = (),
+                         stream_topics: Iterable[tuple[str, str]] = (),
+                         private_connections: Iterable[str] = (),
+                         kafka_topics: Iterable[str] = ()) -> None:
+    """Create every fixed-vocabulary child so dashboards show 0, not gaps, and
+    ``increase()`` alerts fire on the very first failure."""
     for reason in DEAD_LETTER_REASONS:
         dead_letter_records_total.labels(reason)
     for reason in DROP_REASONS:
         dropped_records_total.labels(reason)
+    for stream in streams:
+        for reason in UNDECODABLE_REASONS:
+            undecodable_frames_total.labels(stream, reason)
+    for stream, topic in stream_topics:
+        for reason in SUBSCRIPTION_FAILURE_REASONS:
+            subscription_failures_total.labels(stream, topic, reason)
+    for connection in private_connections:
+        for reason in AUTH_FAILURE_REASONS:
+            auth_failures_total.labels(connection, reason)
+    for topic in kafka_topics:
+        for reason in KAFKA_ERROR_REASONS:
+            kafka_send_errors_total.labels(topic, reason)

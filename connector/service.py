@@ -97,7 +97,12 @@ def build_connections(config: Config,
 
 
 def _init_metrics(config: Config) -> None:
-    metrics.init_reason_children()
+    subs = config.subscriptions
+    metrics.init_reason_children(
+        streams={s.stream for s in subs},
+        stream_topics={(s.stream, s.topic_id) for s in subs if s.stream != "private"},
+        private_connections=["private-0"] if any(s.stream == "private" for s in subs) else [],
+        kafka_topics={config.kafka_topic(s) for s in subs} | {config.kafka.dead_letter_topic})
     age_keys: list[tuple[str, str, str]] = []
     for sub in config.subscriptions:
         n = max(1, len(sub.symbols))

@@ -109,6 +109,22 @@ def ensure_topics(config: KafkaConfig, topics: list[str]) -> list[str]:
         admin.close()
 
 
+def error_reason(exc: BaseException) -> str:
+    """A Kafka error as one of ``metrics.KAFKA_ERROR_REASONS`` (bounded labels)."""
+    name = type(exc).__name__
+    if "Timeout" in name:
+        return "timeout"
+    if "TooLarge" in name:
+        return "record_too_large"
+    if "Authorization" in name or "Authentication" in name:
+        return "authorization_failed"
+    if "UnknownTopic" in name:
+        return "unknown_topic"
+    if "Connection" in name or "NotReady" in name or "NotLeader" in name:
+        return "network"
+    return "other"
+
+
 @dataclass(frozen=True, slots=True)
 class _Failed:
     topic: str
@@ -175,10 +191,10 @@ class KafkaSink:
             ("dlq.detail", detail[:DETAIL_MAX].encode("utf-8", "replace")),
             *extra_headers,
         ]
-        metrics.dead_letter_records_total.labels(reason).inc()
         if not self._reserve():
             metrics.dropped_records_total.labels("dead_letter_failed").inc()
             return
+        metrics.dead_letter_records_total.labels(reason).inc()
         self._send_reserved(self._dead_letter_topic, None, value, headers,
                             time.monotonic_ns(), True)
 
@@ -245,7 +261,7 @@ class KafkaSink:
     def _on_error(self, topic: str, key: bytes | None, value: bytes, headers: Headers,
                   exc: BaseException, is_dead_letter: bool) -> None:
         reason = type(exc).__name__
-        metrics.kafka_send_errors_total.labels(topic, reason).inc()
+        metrics.kafka_send_errors_total.labels(topic, error_reason(exc)).inc()
         self.last_error_monotonic = time.monotonic()
         self.last_error = f"{reason}: {exc}"
         if is_dead_letter:

@@ -70,11 +70,13 @@ class KafkaBroker:
     """
 
     def __init__(self, port: int | None = None, partitions: int = 1,
-                 start_timeout: float = 90.0) -> None:
+                 start_timeout: float = 90.0, extra_properties: dict[str, str] | None = None
+                 ) -> None:
         self.port = port or free_port()
         self.controller_port = free_port()
         self.partitions = partitions
         self.start_timeout = start_timeout
+        self.extra_properties = extra_properties or {}
         self._dir = Path(tempfile.mkdtemp(prefix="kafka-broker-"))
         self._proc: subprocess.Popen[bytes] | None = None
         self.start_seconds: float | None = None
@@ -111,7 +113,7 @@ min.insync.replicas=1
 group.initial.rebalance.delay.ms=0
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
-""")
+""" + "".join(f"{k}={v}\n" for k, v in self.extra_properties.items()))
         (self._dir / "log4j2.properties").write_text(f"""\
 status = error
 appender.file.type = File

@@ -1,0 +1,352 @@
+"""Benchmark: the connector against two baselines measured in the same run.
+
+Starts a real local Kafka broker (append-time timestamps, so a record's
+Kafka timestamp is when the broker accepted it) and the local exchange (its
+own process), then per scenario runs, one after another on the same data:
+
+* ``raw``: kafka-python sending pre-encoded Avro bytes — the ceiling of the
+  client library on this machine;
+* ``naive``: the loop a user would write — websocket-client → json →
+  fastavro → ``producer.send`` per record;
+* ``connector``: ``bybit-kafka-connector run`` as its own process.
+
+Reports records/s acknowledged by Kafka, latency from frame received to
+broker append (p50/p99/p99.9, ms resolution), CPU seconds per 100k records,
+peak RSS and records lost; prints a table and writes JSON.
+
+Usage: python scripts/bench.py [--seconds 15] [--scenarios a,b,c,d] [--out bench-results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import websocket
+from kafka import KafkaProducer
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from connector.bybit.events import Stamp  # noqa: E402
+from connector.bybit.frames import decode  # noqa: E402
+from connector.dev.consume import read_all  # noqa: E402
+from connector.dev.kafka_broker import KafkaBroker, free_port  # noqa: E402
+from connector.records import MAPPERS, load_schema  # noqa: E402
+
+PRODUCER = {"acks": "all", "compression_type": "lz4", "linger_ms": 10,
+            "batch_size": 256 * 1024, "enable_idempotence": True}
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str
+    subscriptions: list[dict[str, Any]]
+    rate: float  # frames per second per subscription
+    kind: str  # the record kind the naive loop and raw baseline write
+
+
+def symbols(n: int, prefix: str = "S") -> list[str]:
+    return [f"{prefix}{i:04d}USDT" for i in range(n)]
+
+
+SCENARIOS = {
+    "a": Scenario("a: trades, flat out", "v1 trade, 40 symbols, 500 frames/s each",
+                  [{"stream": "v1", "topic": "trade", "symbols": symbols(40)}], 500, "v1_trade"),
+    "b": Scenario("b: realistic mix", "v2 bookTicker + depth for 500 symbols, v1 trades, klines",
+                  [{"stream": "v2", "topic": "bookTicker", "symbols": symbols(500)},
+                   {"stream": "v2", "topic": "depth", "symbols": symbols(500)},
+                   {"stream": "v1", "topic": "trade", "symbols": symbols(50, "T")},
+                   {"stream": "v1", "topic": "kline", "interval": "1m",
+                    "symbols": symbols(50, "K")}], 10, "v2_book_ticker"),
+    "c": Scenario("c: 200-level books", "v1 depth and diffDepth, 20 symbols, 50 frames/s each",
+                  [{"stream": "v1", "topic": "depth", "symbols": symbols(20)},
+                   {"stream": "v1", "topic": "diffDepth", "symbols": symbols(20, "D")}], 50,
+                  "v1_depth"),
+    "d": Scenario("d: 1,200 subscriptions, low rate", "v2 bookTicker + realtimes + trade, "
+                  "400 symbols, 1 frame/s each",
+                  [{"stream": "v2", "topic": t, "symbols": symbols(400)}
+                   for t in ("bookTicker", "realtimes", "trade")], 1, "v2_book_ticker"),
+}
+
+
+@dataclass
+class Result:
+    scenario: str
+    contender: str
+    records: int
+    seconds: float
+    records_per_s: float
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float
+    cpu_s_per_100k: float
+    peak_rss_mb: float
+    lost: int
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def summarise(scenario: str, contender: str, latencies: list[float], seconds: float,
+              cpu: float, rss: float, lost: int) -> Result:
+    n = len(latencies)
+    return Result(scenario, contender, n, round(seconds, 2), round(n / seconds, 1),
+                  percentile(latencies, 0.5), percentile(latencies, 0.99),
+                  percentile(latencies, 0.999), round(cpu / max(n, 1) * 100_000, 2),
+                  round(rss, 1), lost)
+
+
+def run_connector(sc: Scenario, exchange_url: str, bootstrap: str, seconds: float,
+                  topic_prefix: str) -> Result:
+    subs = json.dumps(sc.subscriptions)
+    config = f"""
+bybit:
+  urls: {{v1: {exchange_url}/spot/quote/ws/v1, v2: {exchange_url}/spot/quote/ws/v2}}
+  max_subscriptions_per_connection: 1000
+  max_symbols_per_request: 50
+kafka:
+  bootstrap_servers: ["{bootstrap}"]
+  topic_template: "{topic_prefix}.{{stream}}.{{topic}}"
+  dead_letter_topic: {topic_prefix}.dlq
+  producer: {json.dumps(PRODUCER)}
+metrics: {{port: {free_port()}}}
+subscriptions: {subs}
+"""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(config)
+    proc = subprocess.Popen([sys.executable, "-m", "connector", "--log-level", "WARNING", "run",
+                             "--config", f.name], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)  # connect, subscribe, warm up
+    start_wall = time.time() * 1000
+    cpu0 = proc_cpu(proc.pid)
+    time.sleep(seconds)
+    cpu1 = proc_cpu(proc.pid)
+    end_wall = time.time() * 1000
+    rss = proc_hwm_mb(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    os.unlink(f.name)
+    lost = 0
+    for line in err.splitlines():
+        if "lost=" in line:
+            lost = int(line.rsplit("lost=", 1)[1].split()[0])
+    from connector.config import loads
+
+    cfg = loads(config, env={})
+    kinds = {cfg.kafka_topic(s): s.spec.kind for s in cfg.subscriptions}
+    messages = read_all(bootstrap, list(kinds), timeout=120)
+    latencies = []
+    for msgs in messages.values():
+        for m in msgs:
+            received = _received_ms(m)
+            if start_wall <= received < end_wall:
+                latencies.append(m.timestamp_ms - received)
+    return summarise(sc.name, "connector", latencies, seconds, cpu1 - cpu0, rss, lost)
+
+
+def _received_ms(message: Any) -> int:
+    return int(message.headers["bybit.received_ms"])
+
+
+def run_naive(sc: Scenario, exchange_url: str, bootstrap: str, seconds: float,
+              topic: str) -> Result:
+    """The obvious hand-written loop, one thread per stream, on this process."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, **PRODUCER)  # type: ignore[arg-type]
+    schemas = {s["stream"] + s["topic"]: fastavro.parse_schema(load_schema(_kind(s)))
+               for s in sc.subscriptions}
+    stop = threading.Event()
+    start_wall = time.time() * 1000
+    cpu0 = time.process_time()
+
+    def loop(stream: str, subs: list[dict[str, Any]]) -> None:
+        path = "/spot/quote/ws/v1" if stream == "v1" else "/spot/quote/ws/v2"
+        ws = websocket.create_connection(exchange_url + path, timeout=1)
+        for s in subs:
+            for sym in s["symbols"]:
+                topic_name = s["topic"] if stream == "v2" or s["topic"] != "kline" else (
+                    f"kline_{s['interval']}")
+                params: dict[str, Any] = {"binary": False}
+                if stream == "v2":
+                    params["symbol"] = sym
+                    if "interval" in s:
+                        params["klineType"] = s["interval"]
+                    ws.send(json.dumps({"topic": s["topic"], "event": "sub", "params": params}))
+                else:
+                    ws.send(json.dumps({"symbol": sym, "topic": topic_name, "event": "sub",
+                                        "params": params}))
+        while not stop.is_set():
+            try:
+                text = ws.recv()
+            except websocket.WebSocketTimeoutException:
+                continue
+            now = time.time_ns() // 1_000_000
+            event = decode(text, stream, Stamp(now, time.monotonic_ns()))  # type: ignore[arg-type]
+            if not hasattr(event, "items"):
+                continue
+            key = stream + ("kline" if event.topic == "kline" else event.topic)
+            kind = _kind({"stream": stream, "topic": event.topic})
+            for rec in MAPPERS[kind](event):
+                buf = io.BytesIO()
+                fastavro.schemaless_writer(buf, schemas[key], rec)
+                producer.send(topic, key=str(now).encode(), value=buf.getvalue())
+        ws.close()
+
+    streams: dict[str, list[dict[str, Any]]] = {}
+    for s in sc.subscriptions:
+        streams.setdefault(s["stream"], []).append(s)
+    threads = [threading.Thread(target=loop, args=(k, v)) for k, v in streams.items()]
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    producer.flush(60)
+    cpu = time.process_time() - cpu0
+    producer.close()
+    end_wall = time.time() * 1000
+    msgs = read_all(bootstrap, [topic], timeout=120)[topic]
+    latencies = [m.timestamp_ms - int(m.key) for m in msgs if m.key and
+                 start_wall <= int(m.key) < end_wall]
+    return summarise(sc.name, "naive loop", latencies, seconds, cpu,
+                     proc_hwm_mb(os.getpid()), 0)
+
+
+def _kind(sub: dict[str, Any]) -> str:
+    from connector.topics import lookup
+
+    spec = lookup(sub["stream"], sub["topic"])
+    assert spec is not None
+    return spec.kind
+
+
+def run_raw(sc: Scenario, bootstrap: str, seconds: float, topic: str, target: float) -> Result:
+    """Pre-encoded bytes, sent at the rate the connector sustained (or flat out)."""
+    schema = fastavro.parse_schema(load_schema(sc.kind))
+    sample = _sample_record(sc.kind)
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, schema, sample)
+    value = buf.getvalue()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, **PRODUCER)  # type: ignore[arg-type]
+    cpu0 = time.process_time()
+    start = time.monotonic()
+    start_wall = time.time() * 1000
+    sent = 0
+    interval = 1.0 / target if target else 0.0
+    while time.monotonic() - start < seconds:
+        producer.send(topic, key=str(time.time_ns() // 1_000_000).encode(), value=value)
+        sent += 1
+        if interval:
+            ahead = start + sent * interval - time.monotonic()
+            if ahead > 0.001:
+                time.sleep(ahead)
+    producer.flush(60)
+    cpu = time.process_time() - cpu0
+    producer.close()
+    msgs = read_all(bootstrap, [topic], timeout=120)[topic]
+    latencies = [m.timestamp_ms - int(m.key) for m in msgs if m.key and
+                 int(m.key) >= start_wall]
+    return summarise(sc.name, "raw producer" + (" (paced)" if target else ""), latencies,
+                     time.monotonic() - start, cpu, proc_hwm_mb(os.getpid()), sent - len(msgs))
+
+
+def _sample_record(kind: str) -> dict[str, Any]:
+    samples = ROOT / "tests" / "samples"
+    name = {"v1_trade": "v1_trade.json", "v2_book_ticker": "v2_bookticker.json",
+            "v1_depth": "v1_depth.json"}[kind]
+    stream = "v1" if kind.startswith("v1") else "v2"
+    event = decode((samples / name).read_text(), stream,  # type: ignore[arg-type]
+                   Stamp(time.time_ns() // 1_000_000, 0))
+    return MAPPERS[kind](event)[0]  # type: ignore[no-any-return]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--scenarios", default="a,b,c,d")
+    parser.add_argument("--out", default="bench-results")
+    args = parser.parse_args()
+    results: list[Result] = []
+    with KafkaBroker(extra_properties={"log.message.timestamp.type": "LogAppendTime"}) as broker:
+        for key in args.scenarios.split(","):
+            sc = SCENARIOS[key]
+            port = free_port()
+            exchange = subprocess.Popen(
+                [sys.executable, "-m", "connector", "exchange", "--port", str(port),
+                 "--rate", str(sc.rate), "--idle-timeout", "600"], cwd=ROOT,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(2)
+            url = f"ws://127.0.0.1:{port}"
+            try:
+                print(f"== {sc.name}: {sc.description}", flush=True)
+                conn = run_connector(sc, url, broker.bootstrap_servers, args.seconds, f"b{key}")
+                results.append(conn)
+                print(f"   connector   {conn.records_per_s:>10.0f} rec/s", flush=True)
+                naive = run_naive(sc, url, broker.bootstrap_servers, args.seconds, f"b{key}.naive")
+                results.append(naive)
+                print(f"   naive loop  {naive.records_per_s:>10.0f} rec/s", flush=True)
+                raw = run_raw(sc, broker.bootstrap_servers, args.seconds, f"b{key}.raw", 0)
+                results.append(raw)
+                print(f"   raw         {raw.records_per_s:>10.0f} rec/s", flush=True)
+                paced = run_raw(sc, broker.bootstrap_servers, args.seconds, f"b{key}.paced",
+                                conn.records_per_s)
+                results.append(paced)
+            finally:
+                exchange.terminate()
+                exchange.wait(10)
+    print_table(results)
+    out = Path(args.out)
+    out.mkdir(exist_ok=True)
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version(),
+               "platform": platform.platform()}
+    (out / "bench.json").write_text(json.dumps(
+        {"machine": machine, "seconds": args.seconds, "results": [asdict(r) for r in results]},
+        indent=2))
+    print(f"\nwrote {out / 'bench.json'}")
+    return 0
+
+
+def print_table(results: list[Result]) -> None:
+    print()
+    print("| scenario | contender | records/s | p50 ms | p99 ms | p99.9 ms | CPU s/100k "
+          "| peak RSS MB | lost |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(f"| {r.scenario} | {r.contender} | {r.records_per_s:,.0f} | {r.p50_ms:.0f} | "
+              f"{r.p99_ms:.0f} | {r.p999_ms:.0f} | {r.cpu_s_per_100k:.1f} | "
+              f"{r.peak_rss_mb:.0f} | {r.lost} |")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
