@@ -58,6 +58,7 @@ class Scenario:
     subscriptions: list[dict[str, Any]]
     rate: float  # frames per second per subscription
     kind: str  # the record kind the naive loop and raw baseline write
+    trades_per_frame: int = 1
 
 
 def symbols(n: int, prefix: str = "S") -> list[str]:
@@ -65,8 +66,9 @@ def symbols(n: int, prefix: str = "S") -> list[str]:
 
 
 SCENARIOS = {
-    "a": Scenario("a: trades, flat out", "v1 trade, 40 symbols, 500 frames/s each",
-                  [{"stream": "v1", "topic": "trade", "symbols": symbols(40)}], 500, "v1_trade"),
+    "a": Scenario("a: trades, flat out", "v1 trade, 40 symbols, 200 frames/s each, 10 trades a "
+                  "frame", [{"stream": "v1", "topic": "trade", "symbols": symbols(40)}], 200,
+                  "v1_trade", trades_per_frame=10),
     "b": Scenario("b: realistic mix", "v2 bookTicker + depth for 500 symbols, v1 trades, klines",
                   [{"stream": "v2", "topic": "bookTicker", "symbols": symbols(500)},
                    {"stream": "v2", "topic": "depth", "symbols": symbols(500)},
@@ -304,7 +306,8 @@ def main() -> int:
             port = free_port()
             exchange = subprocess.Popen(
                 [sys.executable, "-m", "connector", "exchange", "--port", str(port),
-                 "--rate", str(sc.rate), "--idle-timeout", "600"], cwd=ROOT,
+                 "--rate", str(sc.rate), "--idle-timeout", "600",
+                 "--trades-per-frame", str(sc.trades_per_frame)], cwd=ROOT,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(2)
             url = f"ws://127.0.0.1:{port}"
