@@ -142,7 +142,7 @@ delivery_latency_seconds = Histogram(
 # --- kafka -----------------------------------------------------------------
 kafka_send_errors_total = Counter(
     f"{PREFIX}_kafka_send_errors_total",
-    "Records Kafka refused after the client's retries, by error class.",
+    "Records Kafka refused after the client's retries, by reason (bounded vocabulary).",
     ["kafka_topic", "reason"],
 )
 dead_letter_records_total = Counter(

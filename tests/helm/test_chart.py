@@ -1,0 +1,174 @@
+"""The Helm chart, with the real helm binary: lint, render, validate every
+manifest against Kubernetes' schemas, and check what it renders is the
+connector's own valid config, rules and dashboard."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "bybit-kafka-connector"
+FULL = Path(__file__).parent / "values-full.yaml"
+K8S_VERSION = kubernetes_validate.utils.latest_version()
+
+
+def helm() -> str:
+    for candidate in (os.environ.get("HELM"), str(ROOT / ".cache" / "bin" / "helm"),
+                      shutil.which("helm")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    pytest.fail("helm not found: run scripts/install_helm.sh (or set HELM)")
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([helm(), *args], capture_output=True, text=True, timeout=120)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def render(*args: str) -> list[dict[str, Any]]:
+    out = run("template", "test", str(CHART), *args).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+@pytest.mark.parametrize("values", [[], ["-f", str(FULL)]], ids=["defaults", "full"])
+def test_lint_strict(values: list[str]) -> None:
+    run("lint", "--strict", str(CHART), *values)
+
+
+@pytest.mark.parametrize("values", [[], ["-f", str(FULL)]], ids=["defaults", "full"])
+def test_every_manifest_validates_against_kubernetes_schemas(values: list[str]) -> None:
+    docs = render(*values)
+    for doc in docs:
+        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            assert doc["kind"] in ("ServiceMonitor", "PrometheusRule")
+            assert doc["metadata"]["name"] and isinstance(doc["spec"], dict)
+            continue
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    kinds = {d["kind"] for d in docs}
+    expected = {"ConfigMap", "Deployment", "Service", "ServiceAccount"}
+    if values:
+        expected |= {"ServiceMonitor", "PrometheusRule", "PodDisruptionBudget", "NetworkPolicy"}
+    assert expected <= kinds
+
+
+@pytest.mark.parametrize("values", [[], ["-f", str(FULL)]], ids=["defaults", "full"])
+def test_rendered_config_passes_the_connectors_validate(values: list[str],
+                                                        tmp_path: Path) -> None:
+    config_map = next(d for d in by_kind(render(*values), "ConfigMap")
+                      if "config.yaml" in d["data"])
+    path = tmp_path / "config.yaml"
+    path.write_text(config_map["data"]["config.yaml"])
+    env = {**os.environ, "BYBIT_API_KEY": "k", "BYBIT_API_SECRET": "s",
+           "KAFKA_SASL_PASSWORD": "p", "SCHEMA_REGISTRY_PASSWORD": "p"}
+    result = subprocess.run([sys.executable, "-m", "connector", "validate", "--config",
+                             str(path)], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+
+
+def test_secrets_never_land_in_config_maps() -> None:
+    docs = render("-f", str(FULL), "--set", "bybit.existingSecret=",
+                  "--set", "bybit.apiKey=THE-API-KEY", "--set", "bybit.apiSecret=THE-SECRET")
+    for cm in by_kind(docs, "ConfigMap"):
+        text = json.dumps(cm)
+        assert "THE-API-KEY" not in text and "THE-SECRET" not in text
+    secret = by_kind(docs, "Secret")[0]
+    assert set(secret["data"]) == {"key", "secret"}
+    env = {e["name"]: e for e in by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"][
+        "containers"][0]["env"]}
+    assert env["BYBIT_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
+    assert "value" not in env["BYBIT_API_SECRET"]
+    assert env["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "kafka-credentials"
+
+
+def test_pod_is_locked_down_and_probed() -> None:
+    deployment = by_kind(render(), "Deployment")[0]
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert pod["terminationGracePeriodSeconds"] > 30  # longer than the flush timeout
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+
+
+def test_config_change_rolls_the_pod() -> None:
+    def checksum(*args: str) -> str:
+        deployment = by_kind(render(*args), "Deployment")[0]
+        return str(deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"])
+
+    assert checksum() == checksum()
+    assert checksum() != checksum("--set", "config.kafka.dead_letter_topic=other")
+
+
+def test_prometheus_rule_and_dashboard_are_the_tested_files(tmp_path: Path) -> None:
+    docs = render("-f", str(FULL))
+    rule = by_kind(docs, "PrometheusRule")[0]
+    assert rule["spec"] == yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump(rule["spec"]))
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is needed (Debian package prometheus)"
+    check = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True,
+                           text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    dashboard = next(d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith(
+        "-dashboard"))
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["data"]["bybit-kafka-connector.json"] == (
+        CHART / "files" / "dashboard.json").read_text()
+
+
+@pytest.mark.parametrize(("flag", "message"), [
+    ("replicaCount=two", "replicaCount"),
+    ("config.subscriptions[0].stream=v9", "stream"),
+    ("config.kafka.producer.lingerms=5", "lingerms"),
+    ("service.port=70000", "port"),
+])
+def test_bad_values_fail_at_install_time(flag: str, message: str) -> None:
+    result = run("template", "test", str(CHART), "--set", flag, check=False)
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+
+
+def test_values_schema_embeds_the_connectors_config_schema() -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import make_values_schema
+
+    committed = (CHART / "values.schema.json").read_text()
+    assert committed == make_values_schema.render(), "run scripts/make_values_schema.py"
+
+
+def test_chart_readme_documents_every_value() -> None:
+    readme = (CHART / "README.md").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def keys(d: dict[str, Any], prefix: str = "") -> list[str]:
+        out = []
+        for k, v in d.items():
+            if isinstance(v, dict) and v and k not in ("config", "resources", "podSecurityContext",
+                                                       "securityContext", "labels"):
+                out += keys(v, f"{prefix}{k}.")
+            else:
+                out.append(f"{prefix}{k}")
+        return out
+
+    missing = [k for k in keys(values) if f"`{k}`" not in readme]
+    assert not missing, missing
