@@ -161,6 +161,10 @@ producer_buffer_capacity_records = Gauge(
     f"{PREFIX}_producer_buffer_capacity_records",
     "Bound on unacknowledged records before backpressure applies.",
 )
+kafka_record_retries_per_second = Gauge(
+    f"{PREFIX}_kafka_record_retries_per_second",
+    "Records the Kafka client is retrying per second (kafka-python's record-retry-rate).",
+)
 schema_registry_requests_total = Counter(
     f"{PREFIX}_schema_registry_requests_total", "Calls to the schema registry, by outcome.",
     ["operation", "outcome"],

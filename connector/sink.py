@@ -160,6 +160,15 @@ class KafkaSink:
             from connector.errors import DeliveryError
 
             raise DeliveryError(f"cannot start the Kafka producer: {exc}") from exc
+        metrics.kafka_record_retries_per_second.set_function(self._retry_rate)
+
+    def _retry_rate(self) -> float:
+        """The client's own retry rate, read at scrape time (it keeps no total)."""
+        try:
+            value = self._producer.metrics().get("producer-metrics", {}).get("record-retry-rate")
+        except (KafkaError, AttributeError, RuntimeError):
+            return 0.0
+        return float(value) if isinstance(value, int | float) else 0.0
 
     # -- sending --------------------------------------------------------------
 
