@@ -227,11 +227,7 @@ class SubscriptionConfig:
     @property
     def topic_id(self) -> str:
         """Bybit topic plus its parameter: ``kline_1m``, ``mergedDepth_1``, ``trade``."""
-        if self.interval is not None:
-            return f"{self.topic}_{self.interval}"
-        if self.dump_scale is not None:
-            return f"{self.topic}_{self.dump_scale}"
-        return self.topic
+        return topics.topic_id(self.topic, self.interval, self.dump_scale)
 
 
 @dataclass(frozen=True)

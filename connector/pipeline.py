@@ -10,7 +10,6 @@ dead-letter routing of anything that cannot be mapped or serialized.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -91,7 +90,6 @@ class Pipeline:
     def __init__(self, routes: dict[tuple[str, str], Route], sink: Sink) -> None:
         self._routes = routes
         self._sink = sink
-        self._lock = threading.Lock()
         for route in routes.values():
             metrics.duplicates_suppressed_total.labels(route.stream, route.topic_id)
             metrics.event_lag_seconds.labels(route.stream, route.topic_id)

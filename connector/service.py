@@ -146,6 +146,15 @@ class Connector:
         log.info("started: %d connections, %d routes", len(self.connections), len(routes))
         return self
 
+    def tick(self) -> None:
+        """Called by the supervisor loop: liveness holds while every connection
+        thread is running, so a dead thread fails /healthz and the pod restarts."""
+        dead = [c.name for c in self.connections if not c.is_alive()]
+        if dead:
+            log.error("connection threads not running: %s", ", ".join(dead))
+            return
+        self.liveness.tick()
+
     def readiness(self) -> dict[str, Any]:
         kafka_ok = self.sink is not None and self.sink.kafka_reachable()
         conns = [{"name": c.name, "up": c.is_up, "subscribed": c.all_subscribed,
@@ -200,7 +209,7 @@ def run(config: Config) -> int:
     try:
         connector.start()
         while not stop.wait(1.0):
-            connector.liveness.tick()
+            connector.tick()
     finally:
         connector.stop()
     return 0

@@ -65,6 +65,16 @@ BY_STREAM_TOPIC: dict[tuple[str, str], TopicSpec] = {(t.stream, t.topic): t for 
 STREAMS: tuple[Stream, ...] = ("v1", "v2", "private")
 
 
+def topic_id(topic: str, interval: str | None = None, dump_scale: int | None = None) -> str:
+    """A subscription's id: the Bybit topic plus its parameter (``kline_1m``,
+    ``mergedDepth_1``, ``trade``); used in metric labels and Kafka topic names."""
+    if interval is not None:
+        return f"{topic}_{interval}"
+    if dump_scale is not None:
+        return f"{topic}_{dump_scale}"
+    return topic
+
+
 def topics_of(stream: str) -> list[str]:
     return [t.topic for t in TOPICS if t.stream == stream]
 

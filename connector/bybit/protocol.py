@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connector.bybit.events import Stream
+from connector.topics import topic_id
 
 ENDPOINTS: dict[str, dict[str, str]] = {
     "mainnet": {
@@ -54,11 +55,7 @@ class Subscription:
     @property
     def topic_id(self) -> str:
         """Topic plus parameter, as used in metrics and Kafka topic names."""
-        if self.interval is not None:
-            return f"{self.topic}_{self.interval}"
-        if self.dump_scale is not None:
-            return f"{self.topic}_{self.dump_scale}"
-        return self.topic
+        return topic_id(self.topic, self.interval, self.dump_scale)
 
     def pairs(self) -> list[tuple[str, str]]:
         """(topic_id, symbol) pairs this subscription asks for."""

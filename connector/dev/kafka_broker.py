@@ -26,7 +26,7 @@ import time
 import uuid
 from pathlib import Path
 
-from connector.dev.maven import fetch_classpath
+from connector.dev.maven import fetch_classpath, rss_bytes
 
 log = logging.getLogger(__name__)
 
@@ -178,15 +178,7 @@ rootLogger.appenderRef.file.ref = FILE
                            f"{self.start_timeout:.0f} s:\n" + tail)
 
     def rss_bytes(self) -> int:
-        if self._proc is None:
-            return 0
-        try:
-            for line in Path(f"/proc/{self._proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return 0
+        return rss_bytes(self.pid)
 
     def log_tail(self, lines: int = 40) -> str:
         parts = []

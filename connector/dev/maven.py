@@ -21,6 +21,19 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def rss_bytes(pid: int | None) -> int:
+    """Resident memory of a process (0 if unknown), for the start-up figures."""
+    if pid is None:
+        return 0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def cache_dir() -> Path:
     """``$BYBIT_CONNECTOR_CACHE``, else ``<checkout>/.cache``, else ``~/.cache/...``."""
     env = os.environ.get("BYBIT_CONNECTOR_CACHE")

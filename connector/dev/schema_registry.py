@@ -26,7 +26,7 @@ import urllib.request
 from pathlib import Path
 
 from connector.dev.kafka_broker import _java, free_port
-from connector.dev.maven import cache_dir, fetch_artifact
+from connector.dev.maven import cache_dir, fetch_artifact, rss_bytes
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +101,7 @@ class SchemaRegistry:
             pass
 
     def rss_bytes(self) -> int:
-        if self._proc is None:
-            return 0
-        for line in Path(f"/proc/{self._proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
+        return rss_bytes(self._proc.pid if self._proc else None)
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self._log.read_text(errors="replace").splitlines()[-lines:])
