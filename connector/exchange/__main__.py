@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m connector.exchang
                         help="drop clients that stop pinging after this many seconds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s exchange: %(message)s")
+    logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per connection is noise
     secret = os.environ.get(args.api_secret_env, "") if args.api_secret_env else "demo-secret"
     if args.api_secret_env and not secret:
         parser.error(f"environment variable {args.api_secret_env} is not set")
