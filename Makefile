@@ -17,6 +17,7 @@ setup: $(VENV)/.installed
 	$(PY) -m connector.dev.kafka_broker fetch
 
 setup-test: setup
+	$(PY) -m connector.dev.schema_registry fetch
 	bash scripts/install_test_tools.sh
 
 demo: setup
