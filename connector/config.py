@@ -72,7 +72,7 @@ PRODUCER_KEYS = frozenset({
     "max_in_flight_requests_per_connection", "enable_idempotence", "delivery_timeout_ms",
     "metadata_max_age_ms", "connections_max_idle_ms", "reconnect_backoff_ms",
     "reconnect_backoff_max_ms", "receive_buffer_bytes", "send_buffer_bytes",
-    "api_version", "bootstrap_timeout_ms", "partitioner", "client_id", "metrics_enabled",
+    "api_version", "bootstrap_timeout_ms", "client_id", "metrics_enabled",
 })
 
 

@@ -45,13 +45,31 @@ class _AvroBody:
         self.name: str = f"{namespace}.{schema['name']}" if namespace else schema["name"]
         self.canonical: str = to_parsing_canonical_form(self.parsed)
         self.fingerprint: str = fingerprint(self.canonical, "CRC-64-AVRO")
+        # Writing uses the same schema minus timestamp-millis annotations: the
+        # bytes are identical (a long on the wire; the mappers hand over ints),
+        # but fastavro skips a Python-level conversion call per such field
+        # (profiled: ~1 µs of a 4.5 µs trade record).
+        self._writer = fastavro.parse_schema(_without_logical_types(schema))
 
     def write(self, out: io.BytesIO, record: dict[str, Any]) -> None:
         try:
-            fastavro.schemaless_writer(out, self.parsed, record)
+            fastavro.schemaless_writer(out, self._writer, record)
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             # fastavro raises these for a value that does not fit the schema.
             raise SerializationError(f"{self.name}: {exc}") from exc
+
+
+def _without_logical_types(node: Any) -> Any:
+    """A copy of a schema (JSON) without ``timestamp-millis`` annotations.
+
+    Only that one: its values are ints already, so dropping it changes no byte.
+    """
+    if isinstance(node, dict):
+        return {k: _without_logical_types(v) for k, v in node.items()
+                if not (k == "logicalType" and v == "timestamp-millis")}
+    if isinstance(node, list):
+        return [_without_logical_types(v) for v in node]
+    return node
 
 
 class PlainAvroSerializer:

@@ -33,6 +33,8 @@ from typing import Any
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
+from kafka.partitioner.abc import Partitioner
+from kafka.partitioner.default import DefaultPartitioner, murmur2
 
 from connector import metrics
 from connector.config import KafkaConfig
@@ -58,9 +60,45 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 DETAIL_MAX = 512
 
 
+class KeyHashPartitioner(Partitioner):
+    """Kafka's default keyed partitioning (murmur2, as the Java client), memoised.
+
+    Keys are symbols, a few hundred distinct values, so hashing every record
+    with kafka-python's pure-Python murmur2 is wasted work (profiled: ~2.5 µs
+    of each send, about a sixth of the client's own cost). The partition
+    equals ``DefaultPartitioner``'s for every key; a cached choice is reused
+    only while the topic's partition count is unchanged. Records without a key
+    (dead letters) go to the default partitioner.
+    """
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._default = DefaultPartitioner()
+        self._max_entries = max_entries
+        self._cache: dict[tuple[str, bytes], tuple[int, int]] = {}
+
+    def partition(self, topic: str, key: Any, serialized_key: bytes | None, value: Any,
+                  serialized_value: bytes | None, cluster: Any) -> int:
+        if serialized_key is None:
+            return int(self._default.partition(topic, key, serialized_key, value,
+                                               serialized_value, cluster))
+        partitions = cluster.partitions_for_topic(topic)
+        if not partitions:
+            raise ValueError(f"Topic {topic} not found in ClusterMetadata")
+        count = len(partitions)
+        cached = self._cache.get((topic, serialized_key))
+        if cached is not None and cached[0] == count:
+            return cached[1]
+        chosen: int = sorted(partitions)[(murmur2(serialized_key) & 0x7FFFFFFF) % count]
+        if len(self._cache) >= self._max_entries:  # private-stream keys are unbounded
+            self._cache.clear()
+        self._cache[(topic, serialized_key)] = (count, chosen)
+        return chosen
+
+
 def producer_settings(config: KafkaConfig) -> dict[str, Any]:
     """kafka-python KafkaProducer kwargs from the config (secrets resolved)."""
     settings = dict(PRODUCER_DEFAULTS)
+    settings["partitioner"] = KeyHashPartitioner()
     settings.update(config.producer)
     settings["bootstrap_servers"] = list(config.bootstrap_servers)
     sec = config.security
@@ -134,6 +172,30 @@ class _Failed:
     error: str
 
 
+class _Delivery:
+    """One record in flight; its future calls back one of the two methods.
+
+    Bound methods of one small object instead of two ``functools.partial``
+    (kafka-python builds one per callback with arguments): cheaper per record.
+    """
+
+    __slots__ = ("dead_letter", "headers", "key", "received_mono_ns", "sink", "topic", "value")
+
+    def __init__(self, sink: KafkaSink, topic: str, key: bytes | None, value: bytes,
+                 headers: Headers, received_mono_ns: int, dead_letter: bool) -> None:
+        self.sink, self.topic, self.key, self.value = sink, topic, key, value
+        self.headers, self.received_mono_ns = headers, received_mono_ns
+        self.dead_letter = dead_letter
+
+    def acknowledged(self, _metadata: Any) -> None:
+        self.sink._on_ack(self.topic, len(self.value), self.received_mono_ns)
+
+    def failed(self, exc: BaseException) -> None:
+        self.sink._release()
+        self.sink._on_error(self.topic, self.key, self.value, self.headers, exc,
+                            self.dead_letter)
+
+
 class KafkaSink:
     """Owns the one KafkaProducer of the process (a context manager)."""
 
@@ -143,7 +205,9 @@ class KafkaSink:
         self._dead_letter_topic = config.dead_letter_topic
         self._max_pending = config.max_pending_records
         self._block_timeout = config.block_timeout_seconds
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()  # a plain Lock: the per-record fast path stays in C
+        self._room = threading.Condition(self._lock)
+        self._waiting = 0  # threads blocked on _room (send under backpressure, flush)
         self._pending = 0
         self.accepted = 0  # records send() took (returned True for), dead letters included
         self._full_since: float | None = None
@@ -216,13 +280,14 @@ class KafkaSink:
             self._release()
             self._on_error(topic, key, value, headers, exc, is_dead_letter)
             return not is_dead_letter
-        future.add_callback(self._on_ack, topic, len(value), received_mono_ns)
-        future.add_errback(self._on_error_cb, topic, key, value, headers, is_dead_letter)
+        delivery = _Delivery(self, topic, key, value, headers, received_mono_ns, is_dead_letter)
+        future.add_callback(delivery.acknowledged)
+        future.add_errback(delivery.failed)
         return True
 
     def _reserve(self) -> bool:
         """Take one slot of the pending bound, waiting per the backpressure policy."""
-        with self._cond:
+        with self._lock:
             if self._pending < self._max_pending:
                 self._pending += 1
                 self.accepted += 1
@@ -231,27 +296,33 @@ class KafkaSink:
             if self._full_since is None:
                 self._full_since = now
             deadline = self._full_since + self._block_timeout
-            while self._pending >= self._max_pending:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
+            self._waiting += 1
+            try:
+                while self._pending >= self._max_pending:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._room.wait(remaining)
+            finally:
+                self._waiting -= 1
             self._pending += 1
             self.accepted += 1
             return True
 
     def _release(self) -> None:
-        with self._cond:
+        with self._lock:
             self._pending -= 1
-            if self._pending < self._max_pending:
+            if self._full_since is not None and self._pending < self._max_pending:
                 self._full_since = None
-            self._cond.notify()
+            if self._waiting:  # only a blocked send() or a flush() needs waking
+                self._room.notify_all()
 
     # -- delivery callbacks (kafka-python I/O thread) ---------------------------
 
-    def _on_ack(self, topic: str, size: int, received_mono_ns: int, _meta: Any) -> None:
+    def _on_ack(self, topic: str, size: int, received_mono_ns: int) -> None:
         self._release()
-        self.last_ack_monotonic = time.monotonic()
+        now = time.monotonic_ns()
+        self.last_ack_monotonic = now / 1e9
         children = self._children.get(topic)
         if children is None:
             children = (metrics.records_produced_total.labels(topic),
@@ -260,12 +331,7 @@ class KafkaSink:
             self._children[topic] = children
         children[0].inc()
         children[1].inc(size)
-        children[2].observe((time.monotonic_ns() - received_mono_ns) / 1e9)
-
-    def _on_error_cb(self, topic: str, key: bytes | None, value: bytes, headers: Headers,
-                     is_dead_letter: bool, exc: BaseException) -> None:
-        self._release()
-        self._on_error(topic, key, value, headers, exc, is_dead_letter)
+        children[2].observe((now - received_mono_ns) / 1e9)
 
     def _on_error(self, topic: str, key: bytes | None, value: bytes, headers: Headers,
                   exc: BaseException, is_dead_letter: bool) -> None:
@@ -325,10 +391,14 @@ class KafkaSink:
             if self._failed and time.monotonic() < deadline:
                 self._reroute_failures()
                 continue
-            with self._cond:
+            with self._lock:
                 if self._pending == 0 or time.monotonic() >= deadline:
                     return self._pending
-                self._cond.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+                self._waiting += 1
+                try:
+                    self._room.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+                finally:
+                    self._waiting -= 1
 
     def close(self, timeout: float | None = None) -> int:
         """Flush (bounded), close the producer; count what could not be delivered.

@@ -1,0 +1,144 @@
+"""The fast paths the benchmark led to must not change a single byte or partition.
+
+* ``PlainAvroSerializer`` writes with a copy of the schema that lacks the
+  ``timestamp-millis`` annotations; the bytes must equal fastavro's with the
+  published schema, and read back with it.
+* ``KeyHashPartitioner`` memoises murmur2; it must pick what kafka-python's
+  ``DefaultPartitioner`` (Java-compatible) picks, also after a topic grows.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import pytest
+from kafka.partitioner.default import DefaultPartitioner
+
+from connector.bybit.events import MarketData, PrivateData, Stamp
+from connector.bybit.frames import decode
+from connector.records import MAPPERS, PRIVATE_KINDS, load_schema
+from connector.serde import ConfluentSerializer, PlainAvroSerializer
+from connector.sink import KeyHashPartitioner
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+STAMP = Stamp(1626249138999, 0)
+
+
+def _records() -> list[tuple[str, dict[str, Any]]]:
+    """(kind, record) for every sample that maps to records."""
+    out = []
+    for path in sorted(SAMPLES.glob("*.json")):
+        stream = path.name.split("_", 1)[0]
+        if stream not in ("v1", "v2", "private"):
+            continue
+        event = decode(path.read_text(), stream, STAMP)  # type: ignore[arg-type]
+        if isinstance(event, MarketData):
+            from connector.topics import lookup
+
+            spec = lookup(stream, event.topic)
+            if spec is not None:
+                out += [(spec.kind, r) for r in MAPPERS[spec.kind](event)]
+        elif isinstance(event, PrivateData):
+            for item in event.events:
+                kind = PRIVATE_KINDS.get(item["e"])
+                if kind is not None:
+                    out.append((kind, MAPPERS[kind](item, event)))
+    return out
+
+
+RECORDS = _records()
+
+
+def test_samples_cover_timestamp_fields() -> None:
+    assert len({kind for kind, _ in RECORDS}) >= 10
+    assert any("timestamp-millis" in json.dumps(load_schema(k)) for k, _ in RECORDS)
+
+
+@pytest.mark.parametrize(("kind", "record"), RECORDS, ids=[k for k, _ in RECORDS])
+def test_plain_avro_bytes_equal_fastavro_with_the_published_schema(
+        kind: str, record: dict[str, Any]) -> None:
+    schema = load_schema(kind)
+    reference = io.BytesIO()
+    fastavro.schemaless_writer(reference, fastavro.parse_schema(schema), record)
+    value = PlainAvroSerializer(schema)(record)
+    assert value == reference.getvalue()
+    back = fastavro.schemaless_reader(io.BytesIO(value), fastavro.parse_schema(schema), None)
+    assert {k: _epoch_ms(v) for k, v in back.items()} == record
+
+
+def _epoch_ms(value: Any) -> Any:
+    """fastavro reads timestamp-millis back as an aware datetime."""
+    if isinstance(value, datetime):
+        return round(value.timestamp() * 1000)
+    return value
+
+
+def test_confluent_framing_wraps_the_same_body() -> None:
+    kind, record = RECORDS[0]
+    schema = load_schema(kind)
+    assert ConfluentSerializer(schema, 258)(record) == (
+        b"\x00\x00\x00\x01\x02" + PlainAvroSerializer(schema)(record))
+
+
+class _Cluster:
+    """The three ``ClusterMetadata`` queries partitioners make, over fixed topics."""
+
+    def __init__(self, partitions: dict[str, int]) -> None:
+        self._partitions = {t: set(range(n)) for t, n in partitions.items()}
+
+    def topics(self) -> set[str]:
+        return set(self._partitions)
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        found = self._partitions.get(topic)
+        return None if found is None else set(found)
+
+    available_partitions_for_topic = partitions_for_topic
+
+
+def _cluster(partitions: dict[str, int]) -> _Cluster:
+    return _Cluster(partitions)
+
+
+KEYS = [f"S{i:04d}USDT".encode() for i in range(300)] + [b"", b"a", b"ab", b"abc",
+                                                          b"BTCUSDT", "ÉTHUSDT".encode()]
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 6, 12])
+def test_key_hash_partitioner_matches_the_default(count: int) -> None:
+    cluster = _cluster({"t": count})
+    ours, default = KeyHashPartitioner(), DefaultPartitioner()
+    for _ in range(2):  # second round is served from the cache
+        for key in KEYS:
+            assert (ours.partition("t", key, key, None, None, cluster)
+                    == default.partition("t", key, key, None, None, cluster))
+
+
+def test_key_hash_partitioner_follows_a_topic_that_grows() -> None:
+    ours, default = KeyHashPartitioner(), DefaultPartitioner()
+    small, grown = _cluster({"t": 2}), _cluster({"t": 7})
+    for key in KEYS:
+        ours.partition("t", key, key, None, None, small)
+    moved = 0
+    for key in KEYS:
+        expected = default.partition("t", key, key, None, None, grown)
+        moved += expected != default.partition("t", key, key, None, None, small)
+        assert ours.partition("t", key, key, None, None, grown) == expected
+    assert moved > 0
+
+
+def test_key_hash_partitioner_cache_is_bounded_and_unkeyed_records_spread() -> None:
+    cluster = _cluster({"t": 4})
+    ours = KeyHashPartitioner(max_entries=10)
+    for key in KEYS:
+        ours.partition("t", key, key, None, None, cluster)
+    assert len(ours._cache) <= 10
+    assert {ours.partition("t", None, None, None, None, cluster) for _ in range(200)} == {
+        0, 1, 2, 3}
+    with pytest.raises(ValueError, match="not found"):
+        ours.partition("missing", b"k", b"k", None, None, cluster)
