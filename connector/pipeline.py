@@ -118,12 +118,15 @@ class Pipeline:
         except ConnectorError as exc:
             self._dead_letter_frame(data.raw, "mapping_failed", route, str(exc), data.stream)
             return
-        received = str(data.stamp.wall_ms).encode()
+        # Key and headers are the same for every record of a frame: built once.
+        # (kafka-python encodes headers as it appends, so sharing the list is safe.)
+        key = data.symbol.encode()
+        headers = [*route.headers, ("bybit.received_ms", str(data.stamp.wall_ms).encode())]
         for rec in recs:
             if route.dedup_field is not None and not self._first_time(route, rec):
                 continue
-            self._send(route, rec, data.symbol, received, data.stamp.mono_ns,
-                       data.stamp.wall_ms, data.raw)
+            self._send(route, rec, key, headers, data.stamp.mono_ns, data.stamp.wall_ms,
+                       data.raw)
 
     def _first_time(self, route: Route, rec: dict[str, Any]) -> bool:
         symbol = rec.get("symbol", "")
@@ -148,11 +151,14 @@ class Pipeline:
                 self._dead_letter_frame(data.raw, "mapping_failed", route, str(exc), "private")
                 continue
             key = records.record_key(route.kind, rec)
-            self._send(route, rec, key, str(data.stamp.wall_ms).encode(), data.stamp.mono_ns,
-                       data.stamp.wall_ms, data.raw)
+            headers = [*route.headers,
+                       ("bybit.received_ms", str(data.stamp.wall_ms).encode())]
+            self._send(route, rec, key, headers, data.stamp.mono_ns, data.stamp.wall_ms,
+                       data.raw)
 
-    def _send(self, route: Route, rec: dict[str, Any], key: str | bytes, received: bytes,
-              mono_ns: int, wall_ms: int, raw: str | bytes) -> None:
+    def _send(self, route: Route, rec: dict[str, Any], key: bytes,
+              headers: list[tuple[str, bytes]], mono_ns: int, wall_ms: int,
+              raw: str | bytes) -> None:
         try:
             value = route.serializer(rec)
         except SerializationError as exc:
@@ -161,8 +167,7 @@ class Pipeline:
         event_time = rec.get("event_time")
         if isinstance(event_time, int):
             route.lag.observe(max(0.0, (wall_ms - event_time) / 1000.0))
-        self._sink.send(route.kafka_topic, key.encode() if isinstance(key, str) else key, value,
-                        [*route.headers, ("bybit.received_ms", received)], mono_ns)
+        self._sink.send(route.kafka_topic, key, value, headers, mono_ns)
 
     def _dead_letter_frame(self, raw: str | bytes, reason: str, route: Route, detail: str,
                            stream: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import fastavro
@@ -49,14 +50,140 @@ class _AvroBody:
         # bytes are identical (a long on the wire; the mappers hand over ints),
         # but fastavro skips a Python-level conversion call per such field
         # (profiled: ~1 µs of a 4.5 µs trade record).
-        self._writer = fastavro.parse_schema(_without_logical_types(schema))
+        self._segments = _segments(_without_logical_types(schema))
 
     def write(self, out: io.BytesIO, record: dict[str, Any]) -> None:
         try:
-            fastavro.schemaless_writer(out, self._writer, record)
+            for segment in self._segments:
+                segment(out, record)
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             # fastavro raises these for a value that does not fit the schema.
             raise SerializationError(f"{self.name}: {exc}") from exc
+
+
+# -- book levels: a faster path to the same bytes --------------------------------------
+#
+# Avro binary puts a record's fields one after the other with no framing, so a
+# record can be written in segments: runs of ordinary fields by fastavro, and
+# arrays of two-string records (book levels {price, quantity}) by `_pairs`.
+# fastavro spends ~0.6 µs per level record (profiled: 260 µs of the 400 µs a
+# 200-level book cost end to end); `_pairs` writes the same bytes in about a
+# seventh of that. The published schema is unchanged.
+
+Segment = Callable[[io.BytesIO, dict[str, Any]], None]
+
+
+def _segments(schema: dict[str, Any]) -> list[Segment]:
+    """The record's writer as segments; a single fastavro call when nothing is faster."""
+    namespace = schema.get("namespace")
+    records: dict[str, list[str]] = {}  # named all-string record -> its field names
+    named_schemas: dict[str, Any] = {}
+    segments: list[Segment] = []
+    plain: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        if plain:
+            part = {"type": "record", "name": f"{schema['name']}Part{len(segments)}",
+                    "namespace": namespace, "fields": list(plain)}
+            parsed = fastavro.parse_schema(part, named_schemas)
+            segments.append(lambda out, record: fastavro.schemaless_writer(out, parsed, record))
+            plain.clear()
+
+    for field in schema["fields"]:
+        names = _string_record_array(field["type"], namespace, records)
+        if names is None:
+            plain.append(field)
+            continue
+        flush()
+        segments.append(_array_segment(field["name"], _pairs(names[0], names[1])))
+    flush()
+    if len(segments) == 1 and not records:
+        parsed = fastavro.parse_schema(schema)
+        return [lambda out, record: fastavro.schemaless_writer(out, parsed, record)]
+    return segments
+
+
+def _array_segment(name: str, encode: Callable[[list[Any]], bytes]) -> Segment:
+    def write(out: io.BytesIO, record: dict[str, Any]) -> None:
+        out.write(encode(record[name]))
+
+    return write
+
+
+def _string_record_array(avro_type: Any, namespace: str | None,
+                         records: dict[str, list[str]]) -> list[str] | None:
+    """Field names if ``avro_type`` is an array of records of two strings (book levels)."""
+    if not isinstance(avro_type, dict) or avro_type.get("type") != "array":
+        return None
+    items = avro_type["items"]
+    if isinstance(items, str):
+        return records.get(items) or records.get(f"{namespace}.{items}")
+    if not isinstance(items, dict) or items.get("type") != "record":
+        return None
+    if len(items["fields"]) != 2 or any(f.get("type") != "string" for f in items["fields"]):
+        return None
+    names = [f["name"] for f in items["fields"]]
+    name = items["name"]
+    records[name if "." in name else f"{items.get('namespace', namespace)}.{name}"] = names
+    return names
+
+
+def _long(value: int) -> bytes:
+    """Avro ``long``: zig-zag, then base-128 varint."""
+    n = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _pairs(first: str, second: str) -> Callable[[list[Any]], bytes]:
+    """Encoder for ``array<record{first: string, second: string}>``, one block
+    as fastavro writes it.
+
+    Fast path: ASCII strings under 64 characters (every Bybit price and
+    quantity), whose length prefix is the one character ``chr(2 * len)``, so
+    the whole array is one ``str.join`` and one ``encode``. A longer string
+    makes its prefix character non-ASCII, so one ``isascii`` check sends it,
+    like any non-ASCII text, to the general path (UTF-8 byte lengths,
+    multi-byte prefixes).
+    """
+
+    def general(items: list[Any]) -> bytes:
+        parts = [_long(len(items))]
+        for item in items:
+            for name in (first, second):
+                value = item[name]
+                if not isinstance(value, str):
+                    raise TypeError(f"{name} must be a string, got {type(value).__name__}")
+                data = value.encode("utf-8")
+                parts.append(_long(len(data)))
+                parts.append(data)
+        parts.append(b"\x00")
+        return b"".join(parts)
+
+    def encode(items: list[Any]) -> bytes:
+        if not items:
+            return b"\x00"
+        parts: list[str] = []
+        append = parts.append
+        for item in items:
+            x, y = item[first], item[second]
+            append(chr(len(x) << 1))
+            append(x)
+            append(chr(len(y) << 1))
+            append(y)
+        try:
+            text = "".join(parts)
+        except TypeError:  # a value that is not a str: say which
+            return general(items)
+        if not text.isascii():  # also true when a length prefix needs two bytes (>= 64)
+            return general(items)
+        return _long(len(items)) + text.encode("ascii") + b"\x00"
+
+    return encode
 
 
 def _without_logical_types(node: Any) -> Any:

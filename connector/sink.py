@@ -274,7 +274,8 @@ class KafkaSink:
     def _send_reserved(self, topic: str, key: bytes | None, value: bytes, headers: Headers,
                        received_mono_ns: int, is_dead_letter: bool) -> bool:
         try:
-            future = self._producer.send(topic, value=value, key=key, headers=list(headers))
+            future = self._producer.send(topic, value=value, key=key, headers=(
+                headers if type(headers) is list else list(headers)))
         except (KafkaError, ValueError, TypeError, AssertionError) as exc:
             # Raised before queuing: metadata timeout, record too large, closed producer.
             self._release()

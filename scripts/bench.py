@@ -4,8 +4,10 @@ Starts a real local Kafka broker (append-time timestamps, so a record's
 Kafka timestamp is when the broker accepted it) and the local exchange (its
 own process), then per scenario runs, one after another on the same data:
 
-* ``raw``: kafka-python sending pre-encoded Avro bytes — the ceiling of the
-  client library on this machine;
+* ``raw``: kafka-python sending pre-encoded Avro bytes — flat out (the
+  ceiling of the client library on this machine), and replaying the exact
+  arrival times of the connector's records (same rate, same bursts: the
+  latency reference);
 * ``naive``: the loop a user would write — websocket-client → json →
   fastavro → ``producer.send`` per record;
 * ``connector``: ``bybit-kafka-connector run`` as its own process.
@@ -14,7 +16,9 @@ Reports records/s acknowledged by Kafka, latency from frame received to
 broker append (p50/p99/p99.9, ms resolution), CPU seconds per 100k records,
 peak RSS and records lost; prints a table and writes JSON.
 
-Usage: python scripts/bench.py [--seconds 15] [--scenarios a,b,c,d]
+Each contender runs ``--repeat`` times (default 3); the table shows medians.
+
+Usage: python scripts/bench.py [--seconds 15] [--repeat 3] [--scenarios a,b,c,d]
        [--contenders connector,naive,raw] [--out bench-results]
 """
 
@@ -26,6 +30,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -131,7 +136,9 @@ def summarise(scenario: str, contender: str, latencies: list[float], seconds: fl
 
 
 def run_connector(sc: Scenario, exchange_url: str, bootstrap: str, seconds: float,
-                  topic_prefix: str) -> Result:
+                  topic_prefix: str) -> tuple[Result, list[int]]:
+    """The connector as its own process; also returns when each measured record
+    arrived (frame receive time, epoch ms, sorted) for the replayed baseline."""
     subs = json.dumps(sc.subscriptions)
     config = f"""
 bybit:
@@ -169,13 +176,15 @@ subscriptions: {subs}
     cfg = loads(config, env={})
     kinds = {cfg.kafka_topic(s): s.spec.kind for s in cfg.subscriptions}
     messages = read_all(bootstrap, list(kinds), timeout=120)
-    latencies = []
+    latencies, arrivals = [], []
     for msgs in messages.values():
         for m in msgs:
             received = _received_ms(m)
             if start_wall <= received < end_wall:
                 latencies.append(m.timestamp_ms - received)
-    return summarise(sc.name, "connector", latencies, seconds, cpu1 - cpu0, rss, lost)
+                arrivals.append(received)
+    return (summarise(sc.name, "connector", latencies, seconds, cpu1 - cpu0, rss, lost),
+            sorted(arrivals))
 
 
 def _received_ms(message: Any) -> int:
@@ -254,8 +263,13 @@ def _kind(sub: dict[str, Any]) -> str:
     return spec.kind
 
 
-def run_raw(sc: Scenario, bootstrap: str, seconds: float, topic: str, target: float) -> Result:
-    """Pre-encoded bytes, sent at the rate the connector sustained (or flat out)."""
+def run_raw(sc: Scenario, bootstrap: str, seconds: float, topic: str,
+            arrivals: list[int] | None = None) -> Result:
+    """Pre-encoded bytes: flat out, or replaying ``arrivals`` (epoch ms).
+
+    Replaying sends one record per connector record at the same offsets from
+    the start, bursts included, so both see the same load at the same rate.
+    """
     schema = fastavro.parse_schema(load_schema(sc.kind))
     sample = _sample_record(sc.kind)
     buf = io.BytesIO()
@@ -266,22 +280,27 @@ def run_raw(sc: Scenario, bootstrap: str, seconds: float, topic: str, target: fl
     start = time.monotonic()
     start_wall = time.time() * 1000
     sent = 0
-    interval = 1.0 / target if target else 0.0
-    while time.monotonic() - start < seconds:
-        producer.send(topic, key=str(time.time_ns() // 1_000_000).encode(), value=value)
-        sent += 1
-        if interval:
-            ahead = start + sent * interval - time.monotonic()
-            if ahead > 0.001:
+    if arrivals:
+        first = arrivals[0]
+        for at in arrivals:
+            ahead = start + (at - first) / 1000 - time.monotonic()
+            if ahead > 0.0005:
                 time.sleep(ahead)
+            producer.send(topic, key=str(time.time_ns() // 1_000_000).encode(), value=value)
+            sent += 1
+    else:
+        while time.monotonic() - start < seconds:
+            producer.send(topic, key=str(time.time_ns() // 1_000_000).encode(), value=value)
+            sent += 1
     producer.flush(60)
+    elapsed = seconds if arrivals else time.monotonic() - start
     cpu = time.process_time() - cpu0
     producer.close()
     msgs = read_all(bootstrap, [topic], timeout=120)[topic]
     latencies = [m.timestamp_ms - int(m.key) for m in msgs if m.key and
                  int(m.key) >= start_wall]
-    return summarise(sc.name, "raw producer" + (" (paced)" if target else ""), latencies,
-                     time.monotonic() - start, cpu, proc_hwm_mb(os.getpid()), sent - len(msgs))
+    return summarise(sc.name, "raw producer" + (" (same arrivals)" if arrivals else ""),
+                     latencies, elapsed, cpu, proc_hwm_mb(os.getpid()), sent - len(msgs))
 
 
 def _sample_record(kind: str) -> dict[str, Any]:
@@ -299,11 +318,14 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--scenarios", default="a,b,c,d")
     parser.add_argument("--out", default="bench-results")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs per contender; the table shows the median of each figure")
     parser.add_argument("--contenders", default="connector,naive,raw",
-                        help="which to run (the paced raw producer runs with the connector)")
+                        help="which to run (the raw producer replaying the connector's arrivals "
+                             "runs with the connector)")
     args = parser.parse_args()
     contenders = set(args.contenders.split(","))
-    results: list[Result] = []
+    runs: list[Result] = []
     with KafkaBroker(extra_properties={"log.message.timestamp.type": "LogAppendTime"}) as broker:
         for key in args.scenarios.split(","):
             sc = SCENARIOS[key]
@@ -317,34 +339,55 @@ def main() -> int:
             url = f"ws://127.0.0.1:{port}"
             try:
                 print(f"== {sc.name}: {sc.description}", flush=True)
-                conn = run_connector(sc, url, broker.bootstrap_servers, args.seconds, f"b{key}")
-                results.append(conn)
-                print(f"   connector   {conn.records_per_s:>10.0f} rec/s", flush=True)
-                if "naive" in contenders:
-                    naive = run_naive(sc, url, broker.bootstrap_servers, args.seconds,
-                                      f"b{key}.naive")
-                    results.append(naive)
-                    print(f"   naive loop  {naive.records_per_s:>10.0f} rec/s", flush=True)
-                if "raw" in contenders:
-                    raw = run_raw(sc, broker.bootstrap_servers, args.seconds, f"b{key}.raw", 0)
-                    results.append(raw)
-                    print(f"   raw         {raw.records_per_s:>10.0f} rec/s", flush=True)
-                paced = run_raw(sc, broker.bootstrap_servers, args.seconds, f"b{key}.paced",
-                                conn.records_per_s)
-                results.append(paced)
+                for rep in range(args.repeat):
+                    tag = f"b{key}r{rep}"
+                    conn, arrivals = run_connector(sc, url, broker.bootstrap_servers,
+                                                   args.seconds, tag)
+                    runs.append(conn)
+                    print(f"   connector   {conn.records_per_s:>10.0f} rec/s", flush=True)
+                    if "naive" in contenders:
+                        naive = run_naive(sc, url, broker.bootstrap_servers, args.seconds,
+                                          f"{tag}.naive")
+                        runs.append(naive)
+                        print(f"   naive loop  {naive.records_per_s:>10.0f} rec/s", flush=True)
+                    if "raw" in contenders:
+                        raw = run_raw(sc, broker.bootstrap_servers, args.seconds, f"{tag}.raw")
+                        runs.append(raw)
+                        print(f"   raw         {raw.records_per_s:>10.0f} rec/s", flush=True)
+                    runs.append(run_raw(sc, broker.bootstrap_servers, args.seconds,
+                                        f"{tag}.replay", arrivals))
             finally:
                 exchange.terminate()
                 exchange.wait(10)
+    results = medians(runs)
     print_table(results)
     out = Path(args.out)
     out.mkdir(exist_ok=True)
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(),
                "platform": platform.platform()}
     (out / "bench.json").write_text(json.dumps(
-        {"machine": machine, "seconds": args.seconds, "results": [asdict(r) for r in results]},
+        {"machine": machine, "seconds": args.seconds, "repeat": args.repeat,
+         "results": [asdict(r) for r in results], "runs": [asdict(r) for r in runs]},
         indent=2))
     print(f"\nwrote {out / 'bench.json'}")
     return 0
+
+
+def medians(runs: list[Result]) -> list[Result]:
+    """One row per (scenario, contender): the median of each figure over its
+    runs (the machine is shared, single runs vary by 10-20 %); ``lost`` is the
+    sum, so one loss anywhere shows."""
+    groups: dict[tuple[str, str], list[Result]] = {}
+    for r in runs:
+        groups.setdefault((r.scenario, r.contender), []).append(r)
+    rows = []
+    for (scenario, contender), rs in groups.items():
+        def mid(name: str, rs: list[Result] = rs) -> float:
+            return float(statistics.median(getattr(r, name) for r in rs))
+        rows.append(Result(scenario, contender, int(mid("records")), mid("seconds"),
+                           mid("records_per_s"), mid("p50_ms"), mid("p99_ms"), mid("p999_ms"),
+                           mid("cpu_s_per_100k"), mid("peak_rss_mb"), sum(r.lost for r in rs)))
+    return rows
 
 
 def print_table(results: list[Result]) -> None:

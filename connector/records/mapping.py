@@ -74,8 +74,13 @@ def to_bool(value: Any) -> bool:
         raise _Bad(f"expected a boolean, got {json.dumps(value)[:40]}") from None
 
 
+_LISTS = frozenset({list})
+
+
 def to_levels(value: Any) -> list[dict[str, str]]:
-    if not isinstance(value, list):
+    # Each level must itself be a list: a 2-character string or a 2-key object
+    # would otherwise unpack as a "pair". (A C-level pass: cheap on 200 levels.)
+    if not isinstance(value, list) or not _LISTS.issuperset(map(type, value)):
         raise _Bad("expected a list of [price, quantity] pairs")
     try:
         out = [{"price": p, "quantity": q} for p, q in value]

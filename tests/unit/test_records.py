@@ -214,9 +214,12 @@ def test_malformed_items_raise_mapping_error(item: Any, message: str) -> None:
     assert str(info.value) == message
 
 
-def test_malformed_book_level() -> None:
+@pytest.mark.parametrize("levels", [
+    [["1", "2", "3"]], [["1"]], ["12"], [{"p": "1", "q": "2"}], [["1", 2]], [[None, "2"]], "12",
+])
+def test_malformed_book_level(levels: Any) -> None:
     data = market("v1_depth.json", "v1")
-    bad = {**data.items[0], "b": [["1", "2", "3"]]}
+    bad = {**data.items[0], "b": levels}
     with pytest.raises(MappingError, match="bids"):
         MAPPERS["v1_depth"](MarketData("v1", "depth", "BTCUSDT", {}, (bad,), True, 1, STAMP))
 

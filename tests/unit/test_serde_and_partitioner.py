@@ -17,10 +17,13 @@ from typing import Any
 
 import fastavro
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kafka.partitioner.default import DefaultPartitioner
 
 from connector.bybit.events import MarketData, PrivateData, Stamp
 from connector.bybit.frames import decode
+from connector.errors import SerializationError
 from connector.records import MAPPERS, PRIVATE_KINDS, load_schema
 from connector.serde import ConfluentSerializer, PlainAvroSerializer
 from connector.sink import KeyHashPartitioner
@@ -142,3 +145,54 @@ def test_key_hash_partitioner_cache_is_bounded_and_unkeyed_records_spread() -> N
         0, 1, 2, 3}
     with pytest.raises(ValueError, match="not found"):
         ours.partition("missing", b"k", b"k", None, None, cluster)
+
+
+# -- book levels: the segmented writer must equal fastavro byte for byte ------------
+
+BOOK_KINDS = ["v1_depth", "v1_diff_depth", "v1_merged_depth", "v2_depth"]
+level_text = st.one_of(
+    st.from_regex(r"[0-9]{1,12}(\.[0-9]{1,12})?", fullmatch=True),  # Bybit's decimals
+    st.text(max_size=80),  # anything else: non-ASCII, long (multi-byte length prefix)
+)
+levels = st.lists(st.fixed_dictionaries({"price": level_text, "quantity": level_text}),
+                  max_size=250)
+
+
+def _book(kind: str, bids: list[dict[str, str]], asks: list[dict[str, str]]) -> dict[str, Any]:
+    record = dict(next(r for k, r in RECORDS if k == kind))
+    record["bids"], record["asks"] = bids, asks
+    return record
+
+
+@pytest.mark.parametrize("kind", BOOK_KINDS)
+@settings(max_examples=150, deadline=None)
+@given(bids=levels, asks=levels)
+def test_book_levels_bytes_equal_fastavro(kind: str, bids: list[dict[str, str]],
+                                          asks: list[dict[str, str]]) -> None:
+    record = _book(kind, bids, asks)
+    reference = io.BytesIO()
+    fastavro.schemaless_writer(reference, fastavro.parse_schema(load_schema(kind)), record)
+    assert PlainAvroSerializer(load_schema(kind))(record) == reference.getvalue()
+
+
+@pytest.mark.parametrize("bad", [
+    [{"price": 1.5, "quantity": "1"}],
+    [{"price": "1", "quantity": None}],
+    [{"price": "1"}],
+    ["1", "2"],
+    [{"price": "1", "quantity": ["2"]}],
+])
+def test_bad_book_levels_raise_serialization_error(bad: list[Any]) -> None:
+    serializer = PlainAvroSerializer(load_schema("v1_depth"))
+    with pytest.raises(SerializationError, match="v1"):
+        serializer(_book("v1_depth", bad, []))
+
+
+@pytest.mark.parametrize("text", ["", "0", "9" * 63, "9" * 64, "9" * 65, "1" * 300, "é", "€" * 40,
+                                  "0.1\x00", "\x7f"])
+def test_book_level_string_boundaries(text: str) -> None:
+    record = _book("v2_depth", [{"price": text, "quantity": "1"}, {"price": "2", "quantity": text}],
+                   [{"price": text, "quantity": text}])
+    reference = io.BytesIO()
+    fastavro.schemaless_writer(reference, fastavro.parse_schema(load_schema("v2_depth")), record)
+    assert PlainAvroSerializer(load_schema("v2_depth"))(record) == reference.getvalue()
