@@ -18,7 +18,7 @@ peak RSS and records lost; prints a table and writes JSON.
 
 Each contender runs ``--repeat`` times (default 3); the table shows medians.
 
-Usage: python scripts/bench.py [--seconds 15] [--repeat 3] [--scenarios a,b,c,d]
+Usage: python scripts/bench.py [--seconds 10] [--repeat 3] [--scenarios a,b,c,d]
        [--contenders connector,naive,raw] [--out bench-results]
 """
 
@@ -315,7 +315,8 @@ def _sample_record(kind: str) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="measured seconds per contender and run")
     parser.add_argument("--scenarios", default="a,b,c,d")
     parser.add_argument("--out", default="bench-results")
     parser.add_argument("--repeat", type=int, default=3,
