@@ -362,13 +362,16 @@ def main() -> int:
                 exchange.wait(10)
     results = medians(runs)
     print_table(results)
+    summary = ratios(results)
+    print_ratios(summary)
     out = Path(args.out)
     out.mkdir(exist_ok=True)
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(),
                "platform": platform.platform()}
     (out / "bench.json").write_text(json.dumps(
         {"machine": machine, "seconds": args.seconds, "repeat": args.repeat,
-         "results": [asdict(r) for r in results], "runs": [asdict(r) for r in runs]},
+         "results": [asdict(r) for r in results], "ratios": summary,
+         "runs": [asdict(r) for r in runs]},
         indent=2))
     print(f"\nwrote {out / 'bench.json'}")
     return 0
@@ -389,6 +392,43 @@ def medians(runs: list[Result]) -> list[Result]:
                            mid("records_per_s"), mid("p50_ms"), mid("p99_ms"), mid("p999_ms"),
                            mid("cpu_s_per_100k"), mid("peak_rss_mb"), sum(r.lost for r in rs)))
     return rows
+
+
+def ratios(results: list[Result]) -> list[dict[str, Any]]:
+    """The connector against both baselines, per scenario (None where not run)."""
+    by = {(r.scenario, r.contender): r for r in results}
+    out = []
+    for scenario in dict.fromkeys(r.scenario for r in results):
+        conn = by.get((scenario, "connector"))
+        if conn is None:
+            continue
+        raw, naive = by.get((scenario, "raw producer")), by.get((scenario, "naive loop"))
+        replay = by.get((scenario, "raw producer (same arrivals)"))
+        out.append({
+            "scenario": scenario,
+            "throughput_vs_raw": round(conn.records_per_s / raw.records_per_s, 2) if raw else None,
+            "throughput_vs_naive": (round(conn.records_per_s / naive.records_per_s, 2)
+                                    if naive else None),
+            "cpu_per_record_vs_naive": (round(conn.cpu_s_per_100k / naive.cpu_s_per_100k, 2)
+                                        if naive else None),
+            "p99_over_raw_same_arrivals_ms": (conn.p99_ms - replay.p99_ms) if replay else None,
+        })
+    return out
+
+
+def print_ratios(summary: list[dict[str, Any]]) -> None:
+    def cell(value: Any, fmt: str) -> str:
+        return "n/a" if value is None else format(value, fmt)
+
+    print()
+    print("| scenario | records/s vs raw ceiling | vs naive loop | CPU per record vs naive "
+          "| p99 over raw (same arrivals) |")
+    print("|---|---:|---:|---:|---:|")
+    for row in summary:
+        print(f"| {row['scenario']} | {cell(row['throughput_vs_raw'], '.0%')} | "
+              f"{cell(row['throughput_vs_naive'], '.2f')}x | "
+              f"{cell(row['cpu_per_record_vs_naive'], '.2f')}x | "
+              f"{cell(row['p99_over_raw_same_arrivals_ms'], '+.0f')} ms |")
 
 
 def print_table(results: list[Result]) -> None:
