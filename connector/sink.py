@@ -41,7 +41,7 @@ from connector.config import KafkaConfig
 
 log = logging.getLogger(__name__)
 
-Headers = Sequence[tuple[str, bytes]]
+Headers = list[tuple[str, bytes]]  # a list: kafka-python takes no other sequence
 
 # Safe defaults; anything under `kafka.producer` overrides them.
 PRODUCER_DEFAULTS: dict[str, Any] = {
@@ -251,7 +251,7 @@ class KafkaSink:
         return self._send_reserved(topic, key, value, headers, received_mono_ns, False)
 
     def dead_letter(self, value: bytes, reason: str, source: str, detail: str,
-                    extra_headers: Headers = ()) -> None:
+                    extra_headers: Sequence[tuple[str, bytes]] = ()) -> None:
         """Write ``value`` to the dead-letter topic with why it is there.
 
         Headers: ``dlq.reason`` (bounded vocabulary), ``dlq.source`` (the
@@ -274,8 +274,7 @@ class KafkaSink:
     def _send_reserved(self, topic: str, key: bytes | None, value: bytes, headers: Headers,
                        received_mono_ns: int, is_dead_letter: bool) -> bool:
         try:
-            future = self._producer.send(topic, value=value, key=key, headers=(
-                headers if type(headers) is list else list(headers)))
+            future = self._producer.send(topic, value=value, key=key, headers=headers)
         except (KafkaError, ValueError, TypeError, AssertionError) as exc:
             # Raised before queuing: metadata timeout, record too large, closed producer.
             self._release()

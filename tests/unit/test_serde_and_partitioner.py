@@ -1,8 +1,9 @@
 """The fast paths the benchmark led to must not change a single byte or partition.
 
 * ``PlainAvroSerializer`` writes with a copy of the schema that lacks the
-  ``timestamp-millis`` annotations; the bytes must equal fastavro's with the
-  published schema, and read back with it.
+  ``timestamp-millis`` annotations, and writes book levels by its own path;
+  the bytes must equal fastavro's with the published schema, and read back
+  with it.
 * ``KeyHashPartitioner`` memoises murmur2; it must pick what kafka-python's
   ``DefaultPartitioner`` (Java-compatible) picks, also after a topic grows.
 """
@@ -104,17 +105,13 @@ class _Cluster:
     available_partitions_for_topic = partitions_for_topic
 
 
-def _cluster(partitions: dict[str, int]) -> _Cluster:
-    return _Cluster(partitions)
-
-
 KEYS = [f"S{i:04d}USDT".encode() for i in range(300)] + [b"", b"a", b"ab", b"abc",
                                                           b"BTCUSDT", "ÉTHUSDT".encode()]
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 6, 12])
 def test_key_hash_partitioner_matches_the_default(count: int) -> None:
-    cluster = _cluster({"t": count})
+    cluster = _Cluster({"t": count})
     ours, default = KeyHashPartitioner(), DefaultPartitioner()
     for _ in range(2):  # second round is served from the cache
         for key in KEYS:
@@ -124,7 +121,7 @@ def test_key_hash_partitioner_matches_the_default(count: int) -> None:
 
 def test_key_hash_partitioner_follows_a_topic_that_grows() -> None:
     ours, default = KeyHashPartitioner(), DefaultPartitioner()
-    small, grown = _cluster({"t": 2}), _cluster({"t": 7})
+    small, grown = _Cluster({"t": 2}), _Cluster({"t": 7})
     for key in KEYS:
         ours.partition("t", key, key, None, None, small)
     moved = 0
@@ -136,7 +133,7 @@ def test_key_hash_partitioner_follows_a_topic_that_grows() -> None:
 
 
 def test_key_hash_partitioner_cache_is_bounded_and_unkeyed_records_spread() -> None:
-    cluster = _cluster({"t": 4})
+    cluster = _Cluster({"t": 4})
     ours = KeyHashPartitioner(max_entries=10)
     for key in KEYS:
         ours.partition("t", key, key, None, None, cluster)
