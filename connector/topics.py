@@ -11,6 +11,11 @@ from dataclasses import dataclass
 from connector.bybit.events import Stream
 
 KLINE_INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d", "1w", "1M")
+# Bybit v5's own interval names (minutes, then day, week, month).
+V5_KLINE_INTERVALS = ("1", "3", "5", "15", "30", "60", "120", "240", "360", "720", "D", "W", "M")
+V5_ORDERBOOK_DEPTHS = (1, 50, 200, 1000)
+LEGACY_STREAMS: tuple[Stream, ...] = ("v1", "v2", "private")
+V5_STREAMS: tuple[Stream, ...] = ("v5", "v5-private")
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +24,8 @@ class TopicSpec:
 
     ``kind`` names the Avro schema (``avro/<kind>.avsc``) and the mapper in
     ``records.MAPPERS``. ``param`` is the topic parameter a subscription must
-    give (``interval`` for klines, ``dump_scale`` for mergedDepth) or None.
+    give (``interval`` for klines, ``dump_scale`` for mergedDepth, ``depth``
+    for v5 orderbooks) or None.
     ``book`` topics become one record per book message; the others one record
     per item. ``snapshots``: "always" (every message is a full book),
     "first" (first message after subscribe is a snapshot, then deltas),
@@ -59,10 +65,31 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("private", "ticketInfo", "private_ticket_info", "Own fills."),
     TopicSpec("private", "stop_executionReport", "private_stop_execution_report",
               "TP/SL order updates."),
+    # -- Bybit v5 spot (what Bybit serves today) --------------------------------------
+    TopicSpec("v5", "orderbook", "v5_orderbook",
+              "Order book, depth 1/50/200/1000: snapshot, then deltas (depth 1: snapshots only).",
+              param="depth", book=True, snapshots="first"),
+    TopicSpec("v5", "orderbook.rpi", "v5_orderbook_rpi",
+              "Order book with RPI liquidity, 50 levels: snapshot, then deltas.",
+              book=True, snapshots="first"),
+    TopicSpec("v5", "publicTrade", "v5_public_trade", "Public trades (up to 1,024 a message)."),
+    TopicSpec("v5", "tickers", "v5_tickers", "24 h ticker, every 50 ms."),
+    TopicSpec("v5", "kline", "v5_kline", "Candlesticks; confirm=true is the closed candle.",
+              param="interval"),
+    TopicSpec("v5", "priceLimit", "v5_price_limit", "Highest bid and lowest ask allowed."),
+    TopicSpec("v5-private", "order", "v5_order", "Order updates, every category."),
+    TopicSpec("v5-private", "order.spot", "v5_order", "Spot order updates."),
+    TopicSpec("v5-private", "execution", "v5_execution", "Own fills, every category."),
+    TopicSpec("v5-private", "execution.spot", "v5_execution", "Own spot fills."),
+    TopicSpec("v5-private", "execution.fast", "v5_execution_fast",
+              "Own fills, low-latency subset, every category."),
+    TopicSpec("v5-private", "execution.fast.spot", "v5_execution_fast",
+              "Own spot fills, low-latency subset."),
+    TopicSpec("v5-private", "wallet", "v5_wallet", "Unified account wallet: balances per coin."),
 )
 
 BY_STREAM_TOPIC: dict[tuple[str, str], TopicSpec] = {(t.stream, t.topic): t for t in TOPICS}
-STREAMS: tuple[Stream, ...] = ("v1", "v2", "private")
+STREAMS: tuple[Stream, ...] = (*V5_STREAMS, *LEGACY_STREAMS)
 
 
 def topic_id(topic: str, interval: str | None = None, dump_scale: int | None = None) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Stream = Literal["v1", "v2", "private"]
+Stream = Literal["v1", "v2", "private", "v5", "v5-private"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,4 +131,42 @@ class Undecodable:
     stamp: Stamp = field(default_factory=lambda: Stamp(0, 0))
 
 
-Event = Ack | SubError | Pong | ServerPing | AuthResult | MarketData | PrivateData | Undecodable
+@dataclass(frozen=True, slots=True)
+class V5Data:
+    """One Bybit v5 data frame (public spot or private), already unwrapped.
+
+    The contract between the v5 decoder (``bybit/v5/frames.py``) and the v5
+    mappers (``records/v5.py``); nothing here is parsed again downstream.
+
+    ``topic`` is the wire topic as Bybit sent it (``orderbook.50.BTCUSDT``,
+    ``publicTrade.BTCUSDT``, ``order.spot``, ``wallet``). ``topic_id`` is the
+    subscription it belongs to, without the symbol (``orderbook.50``,
+    ``kline.1``, ``publicTrade``, ``order.spot``): used for routing, metric
+    labels and Kafka topic names. ``symbol`` is the symbol the topic names
+    (public) or ``""`` (private). ``type`` is ``snapshot``/``delta`` where
+    Bybit sends one. ``ts`` (public ``ts``), ``cts`` (book matching-engine
+    time), ``cs`` (tickers cross sequence), ``msg_id`` (private ``id``) and
+    ``creation_time`` (private ``creationTime``) are the envelope's values,
+    ``None`` where absent. ``items`` is ``data`` as a tuple: the array's
+    elements, or the single object (books, tickers, priceLimit) as a
+    one-element tuple. ``size`` is the frame's size in bytes as received.
+    """
+
+    stream: Stream
+    topic: str
+    topic_id: str
+    symbol: str
+    type: str | None
+    ts: int | None
+    cts: int | None
+    cs: int | None
+    msg_id: str | None
+    creation_time: int | None
+    items: tuple[dict[str, Any], ...]
+    stamp: Stamp
+    size: int = 0
+    raw: str | bytes = b""  # the frame as received, for the dead-letter topic if mapping fails
+
+
+Event = (Ack | SubError | Pong | ServerPing | AuthResult | MarketData | PrivateData | V5Data
+         | Undecodable)

@@ -19,7 +19,7 @@ from typing import Any
 
 from connector.bybit.events import MarketData, PrivateData
 from connector.records.mapping import MappingError, field_plan, map_item
-from connector.topics import TOPICS
+from connector.topics import LEGACY_STREAMS, TOPICS
 
 __all__ = ["MAPPERS", "PRIVATE_KINDS", "MappingError", "load_schema", "record_key"]
 
@@ -88,7 +88,7 @@ def _private_mapper(kind: str) -> Callable[..., dict]:
 MAPPERS: dict[str, Callable[..., Any]] = {
     t.kind: (_private_mapper(t.kind) if t.stream == "private"
              else _market_mapper(t.kind, t.book, t.snapshots))
-    for t in TOPICS
+    for t in TOPICS if t.stream in LEGACY_STREAMS
 }
 
 # Private event type `e` → kind.
