@@ -4,9 +4,10 @@ Pure functions, no I/O. The record rule: a Bybit message carrying N items
 (a v1 ``data`` list, a private event list) becomes N records; a book message
 becomes one record per book.
 
-``MAPPERS[kind]`` is ``(MarketData) -> list[dict]`` for market kinds and
-``(event, PrivateData) -> dict`` for private kinds. Each is compiled once
-from ``avro/<kind>.avsc`` (see ``mapping.py``).
+``MAPPERS[kind]`` is ``(MarketData) -> list[dict]`` for market kinds,
+``(event, PrivateData) -> dict`` for private kinds and ``(V5Data) ->
+list[dict]`` for Bybit v5 kinds (``v5.py``). Each is compiled once from
+``avro/<kind>.avsc`` (see ``mapping.py``).
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from connector.bybit.events import MarketData, PrivateData
+from connector.bybit.events import MarketData, PrivateData, V5Data
+from connector.records import v5
 from connector.records.mapping import MappingError, field_plan, map_item
-from connector.topics import LEGACY_STREAMS, TOPICS
+from connector.topics import LEGACY_STREAMS, TOPICS, V5_STREAMS
 
-__all__ = ["MAPPERS", "PRIVATE_KINDS", "MappingError", "load_schema", "record_key"]
+__all__ = ["MAPPERS", "PRIVATE_KINDS", "MappingError", "load_schema", "record_key",
+           "resync_marker"]
 
 _PACKAGED = Path(__file__).resolve().parent.parent / "avro"  # inside an installed wheel
 _CHECKOUT = Path(__file__).resolve().parents[2] / "avro"  # a source checkout
@@ -90,6 +93,8 @@ MAPPERS: dict[str, Callable[..., Any]] = {
              else _market_mapper(t.kind, t.book, t.snapshots))
     for t in TOPICS if t.stream in LEGACY_STREAMS
 }
+MAPPERS.update({kind: v5.compile_mapper(kind, load_schema(kind))
+                for kind in dict.fromkeys(t.kind for t in TOPICS if t.stream in V5_STREAMS)})
 
 # Private event type `e` → kind.
 PRIVATE_KINDS: dict[str, str] = {t.topic: t.kind for t in TOPICS if t.stream == "private"}
@@ -99,10 +104,27 @@ def record_key(kind: str, record: dict[str, Any]) -> bytes:
     """Kafka key: the symbol, so per-symbol order holds within a partition.
 
     ``outboundAccountInfo`` has no symbol; its key is the first asset of the
-    change (balance updates of one asset stay in order).
+    change (balance updates of one asset stay in order). v5 orders and fills
+    are keyed by ``order_id`` (an order's updates and fills stay in order),
+    the v5 wallet by ``account_type``.
     """
+    field = v5.KEY_FIELDS.get(kind)
+    if field is not None:
+        return record[field].encode()
     symbol = record.get("symbol")
     if isinstance(symbol, str):
         return symbol.encode()
     balances = record.get("balances") or []
     return (balances[0]["asset"] if balances else kind).encode()
+
+
+def resync_marker(kind: str, data: V5Data, reason: str) -> dict[str, Any]:
+    """A v5 book resync marker (a valid ``kind`` record) for the frame ``data``
+    that revealed a gap or an out-of-order update; ``reason`` e.g. ``"gap"``.
+
+    Raises ``MappingError`` if ``data`` does not map (then there is no ``u``
+    to name), ``ValueError`` for a kind that is not a v5 book or an empty reason.
+    """
+    if kind not in v5.BOOK_KINDS:
+        raise ValueError(f"{kind} is not a v5 book kind")
+    return v5.to_marker(MAPPERS[kind](data)[0], reason)

@@ -13,6 +13,15 @@ single place a field is described). Conversions are lossless:
 * book sides: ``[[price, qty], ...]`` → ``[{price, quantity}, ...]``;
   balances ``[{a, f, l}]`` → ``[{asset, free, locked}]``.
 
+``strict`` plans (Bybit v5, whose JSON types are documented) accept only the
+JSON type Bybit sends: a string for ``string``, an integer for ``long``/``int``
+(or, where the field says ``"bybit_type": "string"``, a numeric string such as
+``createdTime``), true/false for ``boolean``; ``"bybit_type": "json"`` keeps any
+JSON value as its JSON text; ``map<string>`` takes an object of strings; book
+levels may be ``[price, size]`` or ``[price, size, size]``; an array of records
+whose fields have ``"bybit"`` attributes is mapped element by element (each
+element with its own ``extra``).
+
 Keys Bybit sends that the schema does not know go to ``extra`` as JSON text.
 A missing required field or a value of the wrong type raises ``MappingError``
 (never a half-filled record).
@@ -22,6 +31,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from itertools import chain
 from typing import Any
 
 from connector.errors import ConnectorError
@@ -102,6 +112,129 @@ def to_balances(value: Any) -> list[dict[str, str]]:
         raise _Bad("each balance needs a, f and l") from None
 
 
+# -- strict conversions (v5) -------------------------------------------------------------
+
+
+def exact_str(value: Any) -> str:
+    if type(value) is str:
+        return value
+    raise _Bad(f"expected a string, got {json.dumps(value)[:40]}")
+
+
+def exact_long(value: Any) -> int:
+    if type(value) is int:  # not bool, whose type is bool
+        return value
+    raise _Bad(f"expected an integer, got {json.dumps(value)[:40]}")
+
+
+def exact_int(value: Any) -> int:
+    if type(value) is int and -(2**31) <= value < 2**31:
+        return value
+    raise _Bad(f"expected a 32-bit integer, got {json.dumps(value)[:40]}")
+
+
+def long_text(value: Any) -> int:
+    """A numeric string (``"1760000005122"``) as an int; only the canonical
+    spelling, so ``str(result)`` gives Bybit's text back."""
+    if type(value) is str:
+        try:
+            number = int(value)
+        except ValueError:
+            pass
+        else:
+            if str(number) == value:
+                return number
+    raise _Bad(f"expected an integer as a string, got {json.dumps(value)[:40]}")
+
+
+def exact_bool(value: Any) -> bool:
+    if type(value) is bool:
+        return value
+    raise _Bad(f"expected true or false, got {json.dumps(value)[:40]}")
+
+
+def json_text(value: Any) -> str:
+    """Any JSON value as its JSON text (``""`` becomes the two-character text ``""``)."""
+    return json.dumps(value)
+
+
+def string_map(value: Any) -> dict[str, str]:
+    if type(value) is not dict or not _STRS.issuperset(map(type, value.values())):
+        raise _Bad("expected an object of strings")
+    return value
+
+
+_STRS = frozenset({str})
+
+
+def to_levels3(value: Any) -> list[dict[str, str]]:
+    """``[[price, size, size], ...]`` → ``[{price, quantity, rpi_quantity}, ...]``."""
+    if not isinstance(value, list) or not _LISTS.issuperset(map(type, value)):
+        raise _Bad("expected a list of [price, quantity, rpi quantity] triples")
+    try:
+        out = [{"price": p, "quantity": q, "rpi_quantity": r} for p, q, r in value]
+    except (TypeError, ValueError):
+        raise _Bad("expected a list of [price, quantity, rpi quantity] triples") from None
+    if not _STRS.issuperset(map(type, chain.from_iterable(value))):
+        raise _Bad("book levels must be decimal strings")
+    return out
+
+
+# Positional level records by their field names (the schema names them; Bybit does not).
+_LEVELS: dict[tuple[str, ...], Convert] = {
+    ("price", "quantity"): to_levels,
+    ("price", "quantity", "rpi_quantity"): to_levels3,
+}
+
+
+def _record_array(record: dict[str, Any], named: dict[str, Any], namespace: str) -> Convert:
+    """An array of Bybit objects mapped element by element with the record's own plan."""
+    plan = _plan(record["fields"], True, named, namespace)
+    known = frozenset(key for _, key, _, _ in plan)
+    name = record["name"]
+
+    def convert(value: Any) -> list[dict[str, Any]]:
+        if not isinstance(value, list):
+            raise _Bad("expected a list of objects")
+        try:
+            return [map_item(name, plan, known, element, {}) for element in value]
+        except MappingError as exc:
+            raise _Bad(f"{exc.field}: {exc.reason}") from None
+
+    return convert
+
+
+def _strict_converter(field: dict[str, Any], named: dict[str, Any],
+                      namespace: str) -> tuple[Convert, bool]:
+    avro_type = field["type"]
+    nullable = isinstance(avro_type, list) and "null" in avro_type
+    if isinstance(avro_type, list):
+        avro_type = next(t for t in avro_type if t != "null")
+    if field.get("bybit_type") == "json":
+        return json_text, nullable
+    if isinstance(avro_type, dict):
+        kind = avro_type["type"]
+        if kind == "map":
+            return string_map, nullable
+        if kind == "array":
+            items = avro_type["items"]
+            record = named[items] if isinstance(items, str) else items
+            if isinstance(items, dict):
+                named[f"{items.get('namespace', namespace)}.{items['name']}"] = items
+            if any("bybit" in f for f in record["fields"]):
+                return _record_array(record, named, namespace), nullable
+            names = tuple(f["name"] for f in record["fields"])
+            if names not in _LEVELS:
+                raise ValueError(f"{field['name']}: no conversion for levels named {names}")
+            return _LEVELS[names], nullable
+        avro_type = kind
+    if field.get("bybit_type") == "string":
+        return long_text, nullable
+    table: dict[str, Convert] = {"string": exact_str, "long": exact_long, "int": exact_int,
+                                 "boolean": exact_bool}
+    return table[avro_type], nullable
+
+
 def _converter(avro_type: Any) -> tuple[Convert, bool]:
     """(conversion, nullable) for a field's Avro type."""
     nullable = False
@@ -123,15 +256,29 @@ def _converter(avro_type: Any) -> tuple[Convert, bool]:
 FieldPlan = tuple[str, str, Convert, bool]
 
 
-def field_plan(schema: dict[str, Any]) -> list[FieldPlan]:
-    """The Bybit-sourced fields of a schema, in order."""
+def field_plan(schema: dict[str, Any], strict: bool = False) -> list[FieldPlan]:
+    """The Bybit-sourced fields of a schema, in order (``strict``: see the module doc)."""
+    return _plan(schema["fields"], strict, {}, schema.get("namespace", ""))
+
+
+def _plan(fields: list[dict[str, Any]], strict: bool, named: dict[str, Any],
+          namespace: str) -> list[FieldPlan]:
     plan = []
-    for field in schema["fields"]:
+    for field in fields:
         key = field.get("bybit")
         if key is not None:
-            convert, nullable = _converter(field["type"])
+            convert, nullable = (_strict_converter(field, named, namespace) if strict
+                                 else _converter(field["type"]))
             plan.append((field["name"], key, convert, nullable))
     return plan
+
+
+def map_value(kind: str, name: str, where: str, convert: Convert, value: Any) -> Any:
+    """``convert(value)``, with a conversion failure raised as ``MappingError``."""
+    try:
+        return convert(value)
+    except _Bad as exc:
+        raise MappingError(kind, name, f"{where}: {exc}") from None
 
 
 def map_item(kind: str, plan: list[FieldPlan], known: frozenset[str], item: Any,

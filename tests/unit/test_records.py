@@ -18,7 +18,7 @@ import pytest
 from connector import records
 from connector.bybit.events import MarketData, PrivateData, Stamp
 from connector.records import MAPPERS, PRIVATE_KINDS, MappingError, load_schema, record_key
-from connector.topics import TOPICS
+from connector.topics import LEGACY_STREAMS, TOPICS
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 STAMP = Stamp(wall_ms=1_700_000_000_123, mono_ns=1)
@@ -237,8 +237,10 @@ def test_every_topic_has_schema_and_mapper_and_documented_fields() -> None:
                 assert "default" in field and field["default"] is None
         names = {f["name"] for f in schema["fields"]}
         assert {"stream", "bybit_topic", "receive_time", "extra"} <= names
-        if t.book:
-            assert {"is_snapshot", "version", "bids", "asks"} <= names
+        if t.book:  # legacy books carry Bybit's `v`; v5 books `u`/`seq` and the resync marker
+            continuity = ({"version"} if t.stream in LEGACY_STREAMS
+                          else {"update_id", "cross_seq", "resync_reason"})
+            assert {"is_snapshot", "bids", "asks", *continuity} <= names
     assert records.schema_dir().name == "avro"
 
 

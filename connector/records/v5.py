@@ -1,0 +1,160 @@
+"""Bybit v5 mappers: one ``V5Data`` frame → Avro-ready dicts, compiled from ``avro/v5_*.avsc``.
+
+Record rules: a book frame (``orderbook.*``, one ``data`` object) becomes one
+record; tickers and priceLimit frames one record; every other frame one record
+per ``data`` element (N trades → N records, N fills → N records).
+
+Where each field comes from is read from the schema, once, at import:
+
+* ``"bybit": "<key>"``: the key in a ``data`` element (see ``mapping.py`` for the
+  strict v5 conversions);
+* ``"bybit_frame": "<key>"``: the key in the frame's envelope (``ts``, ``cts``,
+  ``cs``, ``id``, ``creationTime``, ``type``), which ``V5Data`` carries already
+  parsed;
+* ``"bybit_repeat": "<key>"`` on ``symbol``: public frames name the symbol in
+  their topic, and each element repeats it under that key; the two must agree;
+* the rest are the connector's own: ``stream``, ``bybit_topic`` (the topic id),
+  ``symbol`` from the topic (public), ``receive_time``, and for books ``depth``,
+  ``is_snapshot`` (from ``type``) and ``resync_reason`` (null; see
+  ``to_marker``).
+
+Anything that does not fit raises ``MappingError`` (the frame goes to the
+dead-letter topic); no half-filled record is returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from connector.bybit.events import V5Data
+from connector.records.mapping import (
+    MappingError,
+    exact_long,
+    exact_str,
+    field_plan,
+    map_item,
+    map_value,
+)
+from connector.topics import V5_ORDERBOOK_DEPTHS
+
+__all__ = ["BOOK_KINDS", "KEY_FIELDS", "V5Mapper", "compile_mapper", "to_marker"]
+
+V5Mapper = Callable[[V5Data], list[dict[str, Any]]]
+
+BOOK_KINDS = frozenset({"v5_orderbook", "v5_orderbook_rpi"})
+# Kafka key field per private kind: an order's updates and fills stay in order;
+# wallet rows per account. Public kinds are keyed by symbol.
+KEY_FIELDS = {"v5_order": "order_id", "v5_execution": "order_id",
+              "v5_execution_fast": "order_id", "v5_wallet": "account_type"}
+
+# Envelope key (the schema's "bybit_frame") → the V5Data attribute holding it.
+_FRAME_ATTRS = {"ts": "ts", "cts": "cts", "cs": "cs", "id": "msg_id",
+                "creationTime": "creation_time", "type": "type"}
+# Book depth per topic id; orderbook.rpi is a 50-level book whose topic names no depth.
+_DEPTHS = {f"orderbook.{d}": d for d in V5_ORDERBOOK_DEPTHS} | {"orderbook.rpi": 50}
+_SNAPSHOT = {"snapshot": True, "delta": False}
+
+
+def _envelope_reader(kind: str, schema: dict[str, Any]) -> Callable[[V5Data, dict], None]:
+    """Copies the envelope fields the schema names into a record, checking type and presence."""
+    fields = []
+    for field in schema["fields"]:
+        key = field.get("bybit_frame")
+        if key is None:
+            continue
+        avro_type = field["type"]
+        nullable = isinstance(avro_type, list) and "null" in avro_type
+        if isinstance(avro_type, list):
+            avro_type = next(t for t in avro_type if t != "null")
+        if isinstance(avro_type, dict):
+            avro_type = avro_type["type"]
+        check = exact_str if avro_type == "string" else exact_long
+        fields.append((field["name"], key, _FRAME_ATTRS[key], check, nullable))
+
+    def read(data: V5Data, out: dict[str, Any]) -> None:
+        for name, key, attr, check, nullable in fields:
+            value = getattr(data, attr)
+            if value is None:
+                if not nullable:
+                    raise MappingError(kind, name, f"Bybit frame field {key!r} is missing")
+            else:
+                map_value(kind, name, f"Bybit frame field {key!r}", check, value)
+            out[name] = value
+
+    return read
+
+
+def compile_mapper(kind: str, schema: dict[str, Any]) -> V5Mapper:
+    """The mapper of one v5 kind, compiled from its parsed ``.avsc``."""
+    fields = {f["name"]: f for f in schema["fields"]}
+    plan = field_plan(schema, strict=True)
+    repeat: str | None = fields["symbol"].get("bybit_repeat")
+    known = frozenset({key for _, key, _, _ in plan} | ({repeat} if repeat else set()))
+    envelope = _envelope_reader(kind, schema)
+    symbol_field = fields["symbol"]
+    # public: the topic's symbol; private rows: their own `symbol` (in the plan); wallet: null
+    symbol_from_topic = "bybit" not in symbol_field and symbol_field["type"] == "string"
+    book = kind in BOOK_KINDS
+    one_per_frame = book or kind in ("v5_tickers", "v5_price_limit")
+
+    def base_of(data: V5Data) -> dict[str, Any]:
+        base: dict[str, Any] = {"stream": data.stream, "bybit_topic": data.topic_id,
+                                "receive_time": data.stamp.wall_ms}
+        if symbol_from_topic:
+            if not data.symbol:
+                raise MappingError(kind, "symbol", f"topic {data.topic!r} names no symbol")
+            base["symbol"] = data.symbol
+        elif "bybit" not in symbol_field:
+            base["symbol"] = None
+        envelope(data, base)
+        if book:
+            depth = _DEPTHS.get(data.topic_id)
+            if depth is None:
+                raise MappingError(kind, "depth", f"not a v5 book topic: {data.topic_id!r}")
+            snapshot = _SNAPSHOT.get(data.type)  # type: ignore[arg-type]
+            if snapshot is None:
+                raise MappingError(kind, "is_snapshot",
+                                   f"Bybit frame field 'type' is {data.type!r}, "
+                                   "not snapshot or delta")
+            base["depth"], base["is_snapshot"], base["resync_reason"] = depth, snapshot, None
+        return base
+
+    def check_symbol(item: dict[str, Any], symbol: str) -> None:
+        value = item.get(repeat)  # type: ignore[arg-type]
+        if value is not None and value != symbol:
+            raise MappingError(kind, "symbol", f"Bybit field {repeat!r} is {value!r} but the "
+                                               f"topic names {symbol!r}")
+
+    def mapper(data: V5Data) -> list[dict[str, Any]]:
+        base = base_of(data)
+        items = data.items
+        if one_per_frame:
+            if len(items) != 1:
+                raise MappingError(kind, "(data)", f"expected one object, got {len(items)}")
+            record = map_item(kind, plan, known, items[0], base)
+            if repeat is not None:
+                check_symbol(items[0], data.symbol)
+            return [record]
+        records = [map_item(kind, plan, known, item, base.copy()) for item in items]
+        if repeat is not None:
+            for item in items:
+                check_symbol(item, data.symbol)
+        return records
+
+    return mapper
+
+
+def to_marker(record: dict[str, Any], reason: str) -> dict[str, Any]:
+    """A resync marker made from the book record of the frame that revealed the problem.
+
+    It keeps that frame's identity (symbol, depth, times, ``update_id``,
+    ``cross_seq``) and says "discard your book until the next snapshot":
+    ``is_snapshot`` false, no levels (a consumer applying it as a delta changes
+    nothing), ``frame_type`` null (the connector wrote it, not Bybit),
+    ``resync_reason`` set, ``extra`` null.
+    """
+    if not isinstance(reason, str) or not reason:
+        raise ValueError("a resync marker needs a reason, e.g. 'gap'")
+    return {**record, "frame_type": None, "is_snapshot": False, "bids": [], "asks": [],
+            "resync_reason": reason, "extra": None}
