@@ -19,8 +19,11 @@ from typing import Any
 
 import fastavro
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connector.bybit.events import Stamp, V5Data
+from connector.errors import SerializationError
 from connector.records import MAPPERS, MappingError, load_schema, record_key, resync_marker
 from connector.serde import PlainAvroSerializer
 from connector.topics import TOPICS, V5_STREAMS
@@ -455,3 +458,68 @@ def test_schema_names_bybit_in_aliases_and_docs(kind: str) -> None:
     if kind in BOOK_KINDS:
         assert {"is_snapshot", "update_id", "cross_seq", "bids", "asks", "depth",
                 "resync_reason", "matching_engine_time", "frame_type"} <= names
+
+
+# -- serde: v5 book levels take the serializer's fast path, byte for byte ---------------
+
+level_text = st.one_of(
+    st.from_regex(r"[0-9]{1,12}(\.[0-9]{1,12})?", fullmatch=True),  # Bybit's decimals
+    st.text(max_size=80),  # anything else: non-ASCII, long (multi-byte length prefix)
+)
+PAIRS = st.lists(st.fixed_dictionaries({"price": level_text, "quantity": level_text}),
+                 max_size=250)
+TRIPLES = st.lists(st.fixed_dictionaries({"price": level_text, "quantity": level_text,
+                                          "rpi_quantity": level_text}), max_size=250)
+BOOK_RECORDS = {"v5_orderbook": one("v5_orderbook", "orderbook_50_delta.json"),
+                "v5_orderbook_rpi": one("v5_orderbook_rpi", "orderbook_rpi_delta.json")}
+
+
+def fastavro_bytes(kind: str, record: dict[str, Any]) -> bytes:
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, fastavro.parse_schema(load_schema(kind)), record)
+    return out.getvalue()
+
+
+@settings(max_examples=150, deadline=None)
+@given(bids=PAIRS, asks=PAIRS)
+def test_v5_book_levels_bytes_equal_fastavro(bids: list[dict[str, str]],
+                                             asks: list[dict[str, str]]) -> None:
+    record = {**BOOK_RECORDS["v5_orderbook"], "bids": bids, "asks": asks}
+    assert PlainAvroSerializer(load_schema("v5_orderbook"))(record) == fastavro_bytes(
+        "v5_orderbook", record)
+
+
+@settings(max_examples=150, deadline=None)
+@given(bids=TRIPLES, asks=TRIPLES)
+def test_v5_rpi_levels_bytes_equal_fastavro(bids: list[dict[str, str]],
+                                            asks: list[dict[str, str]]) -> None:
+    record = {**BOOK_RECORDS["v5_orderbook_rpi"], "bids": bids, "asks": asks}
+    assert PlainAvroSerializer(load_schema("v5_orderbook_rpi"))(record) == fastavro_bytes(
+        "v5_orderbook_rpi", record)
+
+
+def test_rpi_levels_take_the_fast_path() -> None:
+    segments = PlainAvroSerializer(load_schema("v5_orderbook_rpi"))._body._segments
+    # fastavro part, bids, asks, fastavro part: the level arrays are written by serde itself
+    assert len(segments) == 4
+
+
+@pytest.mark.parametrize("kind", BOOK_KINDS)
+@pytest.mark.parametrize("text", ["", "9" * 63, "9" * 64, "€" * 40, "1" * 600_000])
+def test_v5_level_string_boundaries(kind: str, text: str) -> None:
+    # 600,000 characters: the one-character length prefix would be past chr()'s range
+    level = {"price": text, "quantity": "1", "rpi_quantity": text}
+    record = {**BOOK_RECORDS[kind], "bids": [level, {**level, "quantity": text}], "asks": []}
+    if kind == "v5_orderbook":
+        record["bids"] = [{"price": lv["price"], "quantity": lv["quantity"]}
+                          for lv in record["bids"]]
+    assert PlainAvroSerializer(load_schema(kind))(record) == fastavro_bytes(kind, record)
+
+
+@pytest.mark.parametrize("kind", BOOK_KINDS)
+@pytest.mark.parametrize("bad", [1.5, None, ["2"]])
+def test_v5_bad_level_value_names_the_field(kind: str, bad: Any) -> None:
+    record = {**BOOK_RECORDS[kind]}
+    record["asks"] = [{**record["bids"][0], "quantity": bad}]
+    with pytest.raises(SerializationError, match="quantity must be a string"):
+        PlainAvroSerializer(load_schema(kind))(record)
