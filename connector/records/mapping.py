@@ -24,7 +24,8 @@ element with its own ``extra``).
 
 Keys Bybit sends that the schema does not know go to ``extra`` as JSON text.
 A missing required field or a value of the wrong type raises ``MappingError``
-(never a half-filled record).
+(never a half-filled record). ``map_item`` maps one item by a plan;
+``row_mapper`` compiles the same for the hot path.
 """
 
 from __future__ import annotations
@@ -190,16 +191,18 @@ _LEVELS: dict[tuple[str, ...], Convert] = {
 def _record_array(record: dict[str, Any], named: dict[str, Any], namespace: str) -> Convert:
     """An array of Bybit objects mapped element by element with the record's own plan."""
     plan = _plan(record["fields"], True, named, namespace)
-    known = frozenset(key for _, key, _, _ in plan)
-    name = record["name"]
+    map_row = row_mapper(record["name"], plan, frozenset(key for _, key, _, _ in plan))
 
     def convert(value: Any) -> list[dict[str, Any]]:
         if not isinstance(value, list):
             raise _Bad("expected a list of objects")
-        try:
-            return [map_item(name, plan, known, element, {}) for element in value]
-        except MappingError as exc:
-            raise _Bad(f"{exc.field}: {exc.reason}") from None
+        out = []
+        for index, element in enumerate(value):
+            try:
+                out.append(map_row(element, {}))
+            except MappingError as exc:
+                raise _Bad(f"element {index}: {exc.field}: {exc.reason}") from None
+        return out
 
     return convert
 
@@ -279,6 +282,45 @@ def map_value(kind: str, name: str, where: str, convert: Convert, value: Any) ->
         return convert(value)
     except _Bad as exc:
         raise MappingError(kind, name, f"{where}: {exc}") from None
+
+
+# Converters that return a value of this type unchanged: `row_mapper` copies such a
+# value without calling them.
+_SAME: dict[Convert, type] = {to_str: str, to_long: int, to_int: int, to_bool: bool,
+                              exact_str: str, exact_long: int, exact_bool: bool}
+
+RowMapper = Callable[[Any, dict[str, Any]], dict[str, Any]]
+
+
+def row_mapper(kind: str, plan: list[FieldPlan], known: frozenset[str]) -> RowMapper:
+    """``map_item`` compiled for the hot path: same results and errors, but a
+    value that already has its field's type (most are) is copied without a
+    call (profiled: about a quarter of a v5 trade's mapping time)."""
+    typed = [(name, key, _SAME.get(convert), convert, nullable)
+             for name, key, convert, nullable in plan]
+    n_known = len(known)
+
+    def map_row(item: Any, out: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(item, dict):
+            raise MappingError(kind, "(item)", f"expected an object, got {type(item).__name__}")
+        get = item.get
+        for name, key, same, convert, nullable in typed:
+            value = get(key)
+            if type(value) is same:
+                out[name] = value
+            elif value is None:
+                if not nullable:
+                    raise MappingError(kind, name, f"Bybit field {key!r} is missing")
+                out[name] = None
+            else:
+                out[name] = map_value(kind, name, f"Bybit field {key!r}", convert, value)
+        if len(item) > n_known or not known.issuperset(item):
+            out["extra"] = {k: json.dumps(v) for k, v in item.items() if k not in known} or None
+        else:
+            out["extra"] = None
+        return out
+
+    return map_row
 
 
 def map_item(kind: str, plan: list[FieldPlan], known: frozenset[str], item: Any,

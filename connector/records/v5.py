@@ -33,8 +33,8 @@ from connector.records.mapping import (
     exact_long,
     exact_str,
     field_plan,
-    map_item,
     map_value,
+    row_mapper,
 )
 from connector.topics import V5_ORDERBOOK_DEPTHS
 
@@ -91,6 +91,7 @@ def compile_mapper(kind: str, schema: dict[str, Any]) -> V5Mapper:
     plan = field_plan(schema, strict=True)
     repeat: str | None = fields["symbol"].get("bybit_repeat")
     known = frozenset({key for _, key, _, _ in plan} | ({repeat} if repeat else set()))
+    map_row = row_mapper(kind, plan, known)
     envelope = _envelope_reader(kind, schema)
     symbol_field = fields["symbol"]
     # public: the topic's symbol; private rows: their own `symbol` (in the plan); wallet: null
@@ -132,11 +133,11 @@ def compile_mapper(kind: str, schema: dict[str, Any]) -> V5Mapper:
         if one_per_frame:
             if len(items) != 1:
                 raise MappingError(kind, "(data)", f"expected one object, got {len(items)}")
-            record = map_item(kind, plan, known, items[0], base)
+            record = map_row(items[0], base)
             if repeat is not None:
                 check_symbol(items[0], data.symbol)
             return [record]
-        records = [map_item(kind, plan, known, item, base.copy()) for item in items]
+        records = [map_row(item, base.copy()) for item in items]
         if repeat is not None:
             for item in items:
                 check_symbol(item, data.symbol)

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from connector.bybit.events import Stamp, V5Data
 from connector.errors import SerializationError
 from connector.records import MAPPERS, MappingError, load_schema, record_key, resync_marker
+from connector.records.mapping import field_plan, map_item, row_mapper
 from connector.serde import PlainAvroSerializer
 from connector.topics import TOPICS, V5_STREAMS
 
@@ -300,7 +301,7 @@ BAD = [
     ("wallet.json", "v5_wallet", ("creationTime",), None,
      "v5_wallet.event_time: Bybit frame field 'creationTime' is missing"),
     ("wallet.json", "v5_wallet", ("data", 0, "coin", 1, "coin"), _DELETE,
-     "v5_wallet.coins: Bybit field 'coin': coin: Bybit field 'coin' is missing"),
+     "v5_wallet.coins: Bybit field 'coin': element 1: coin: Bybit field 'coin' is missing"),
     # wrong types
     ("publicTrade_spot.json", "v5_public_trade", ("data", 0, "p"), 121958.41,
      "v5_public_trade.price: Bybit field 'p': expected a string, got 121958.41"),
@@ -329,8 +330,8 @@ BAD = [
     ("wallet.json", "v5_wallet", ("data", 0, "coin"), "",
      "v5_wallet.coins: Bybit field 'coin': expected a list of objects"),
     ("wallet.json", "v5_wallet", ("data", 0, "coin", 0, "marginCollateral"), "true",
-     "v5_wallet.coins: Bybit field 'coin': margin_collateral: Bybit field 'marginCollateral': "
-     "expected true or false, got \"true\""),
+     "v5_wallet.coins: Bybit field 'coin': element 0: margin_collateral: Bybit field "
+     "'marginCollateral': expected true or false, got \"true\""),
     ("orderbook_50_delta.json", "v5_orderbook", ("data", "b"), [["1", "2", "3"]],
      "v5_orderbook.bids: Bybit field 'b': expected a list of [price, quantity] pairs"),
     ("orderbook_50_delta.json", "v5_orderbook", ("data", "a"), [["1", 2]],
@@ -523,3 +524,29 @@ def test_v5_bad_level_value_names_the_field(kind: str, bad: Any) -> None:
     record["asks"] = [{**record["bids"][0], "quantity": bad}]
     with pytest.raises(SerializationError, match="quantity must be a string"):
         PlainAvroSerializer(load_schema(kind))(record)
+
+
+@pytest.mark.parametrize("kind", V5_KINDS)
+def test_row_mapper_equals_map_item(kind: str) -> None:
+    """The hot-path row mapper gives map_item's results and errors, value for value."""
+    schema = load_schema(kind)
+    plan = field_plan(schema, strict=True)
+    known = frozenset(key for _, key, _, _ in plan)
+    map_row = row_mapper(kind, plan, known)
+    rows = [item for source, k in CASES if k == kind
+            for item in frame(case_raw(source)).items]
+    for source, k, path, value, _ in BAD:
+        raw = _set(sample(source), path, value)
+        if k == kind and path[0] == "data":
+            rows += list(frame(raw).items)
+    rows += [{**rows[0], "unknown": [1]}, {}, "not an object", {**rows[0], "x": None}]
+    for row in rows:
+        try:
+            expected: Any = map_item(kind, plan, known, row, {})
+        except MappingError as exc:
+            expected = str(exc)
+        try:
+            got: Any = map_row(row, {})
+        except MappingError as exc:
+            got = str(exc)
+        assert same_json(got, expected)
