@@ -288,8 +288,8 @@ def _reconnect_times(exchange: ExchangeServer, conn: Connection, stream: str,
         connects = metric("bybit_connector_connects_total", stream=stream, connection=conn.name)
         assert exchange.drop(stream) == 1
         dropped_at = time.monotonic()
-        wait_for(lambda: metric("bybit_connector_connects_total", stream=stream,
-                                connection=conn.name) > connects, timeout=60)
+        wait_for(lambda n=connects: metric("bybit_connector_connects_total", stream=stream,
+                                           connection=conn.name) > n, timeout=60)
         times.append(time.monotonic() - dropped_at)
     return times
 

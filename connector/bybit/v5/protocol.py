@@ -94,7 +94,8 @@ def build_ping(req_id: str) -> str:
 
 
 def build_auth(api_key: str, api_secret: str, expires_ms: int, req_id: str) -> str:
-    """``{"op":"auth","args":[key, expires_ms, hex HMAC-SHA256(secret, "GET/realtime"+expires)]}``."""
+    """``{"op":"auth","args":[key, expires_ms, signature]}``; the signature is the
+    hex HMAC-SHA256 of ``"GET/realtime" + expires`` keyed by the secret."""
     return _dumps({"op": "auth", "req_id": req_id,
                    "args": [api_key, expires_ms, sign(api_secret, expires_ms)]})
 
