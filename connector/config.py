@@ -171,8 +171,9 @@ class KafkaConfig:
     bootstrap_servers: list[str] = field(default_factory=lambda: ["localhost:9092"], metadata=doc(
         "Brokers to bootstrap from (`host:port`).", example=["kafka-0.kafka:9092"]))
     topic_template: str = field(default="bybit.spot.{stream}.{topic}", metadata=doc(
-        "Default Kafka topic of a subscription. `{stream}` is v1/v2/private; `{topic}` is "
-        "the Bybit topic with its parameter (`trade`, `kline_1m`, `mergedDepth_1`)."))
+        "Default Kafka topic of a subscription. `{stream}` is v5/v5-private (legacy "
+        "v1/v2/private); `{topic}` is the Bybit topic with its parameter (`orderbook.50`, "
+        "`kline.1`, `publicTrade`; legacy `trade`, `kline_1m`, `mergedDepth_1`)."))
     dead_letter_topic: str = field(default="bybit.spot.dead-letter", metadata=doc(
         "Where undecodable frames and unserializable records go, with the reason in headers."))
     producer: dict[str, Any] = field(default_factory=dict, metadata=doc(
