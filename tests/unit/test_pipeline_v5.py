@@ -175,7 +175,7 @@ def test_routing_headers_key_lag_and_unrouted() -> None:
     pipe.handle(decode((SAMPLES / "tickers_spot.json").read_text(), "v5", Stamp(1, 1)))
     assert metric("bybit_connector_unrouted_events_total", stream="v5",
                   topic="tickers") == before + 1
-    topic, key, rec, headers = sink.sent[0]
+    topic, key, _rec, headers = sink.sent[0]
     assert topic == "bybit.spot.v5.publicTrade" and key == b"BTCUSDT"
     assert headers["bybit.stream"] == b"v5" and headers["bybit.topic"] == b"publicTrade"
     assert headers["bybit.received_ms"] == b"1760000006000"
