@@ -353,3 +353,26 @@ def test_already_subscribed_counts_as_success(server: ScriptedV5) -> None:
         assert len(server.ops("subscribe")) == 2  # no isolation, no retry
     finally:
         conn.stop()
+
+
+def test_reconnects_respect_the_shared_connection_budget(server: ScriptedV5) -> None:
+    from connector.bybit.budget import ConnectBudget
+    budget = ConnectBudget(limit=3, window=2.0)
+    conn, _ = connect(server, "v5", [Subscription("v5", "publicTrade", ("BTCUSDT",))],
+                      budget=budget)
+    try:
+        wait_for(lambda: conn.all_subscribed)
+        start = time.monotonic()
+        for _ in range(3):
+            wait_for(lambda: conn.all_subscribed, timeout=10)
+            server.drop()
+            time.sleep(0.05)
+        wait_for(lambda: conn.all_subscribed, timeout=10)
+        elapsed = time.monotonic() - start
+        # 4 connects in one 2 s window: the 4th waited for the window to roll
+        assert metric("bybit_connector_connect_budget_waits_total", stream="v5",
+                      connection=conn.name) >= 1
+        assert elapsed >= 1.0, elapsed
+        assert budget.used(f"127.0.0.1:{server.port}") <= 3
+    finally:
+        conn.stop()

@@ -142,3 +142,40 @@ def test_validate_exits_2_on_a_bad_v5_interval(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-m", "connector", "validate", "--config",
                           str(path)], capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 2 and "subscriptions[0].interval" in run.stderr
+
+
+def test_build_connections_for_v5() -> None:
+    from connector.service import build_connections
+    config = loads(cfg("""
+bybit:
+  credentials: {api_key: k, api_secret: s}
+  max_subscriptions_per_connection: 2
+subscriptions:
+  - {stream: v5, topic: orderbook, depth: 50, symbols: [BTCUSDT, ETHUSDT, SOLUSDT]}
+  - {stream: v5-private, topic: order.spot}
+  - {stream: v5-private, topic: wallet}
+"""))
+    seen: list[tuple] = []
+    conns = build_connections(config, lambda e: None, lambda s, p: seen.append((s, p)))
+    got = [(c.name, c.settings.url, c.settings.api_key) for c in conns]
+    assert got == [
+        ("v5-0", "wss://stream.bybit.com/v5/public/spot", None),
+        ("v5-1", "wss://stream.bybit.com/v5/public/spot", None),
+        ("v5-private-0", "wss://stream.bybit.com/v5/private", "k"),
+    ]
+    assert conns[0].owns("orderbook.50", "ETHUSDT") and not conns[0].owns(
+        "orderbook.50", "SOLUSDT")
+    assert conns[1].owns("orderbook.50", "SOLUSDT")
+    assert conns[2].owns("wallet", "") and conns[2].settings.api_secret == "s"
+    assert "'s'" not in repr(conns[2].settings) and "api_secret" not in repr(conns[2].settings)
+
+
+def test_testnet_v5_urls() -> None:
+    from connector.service import build_connections
+    config = loads(cfg("""
+bybit: {network: testnet}
+subscriptions:
+  - {stream: v5, topic: tickers, symbols: [BTCUSDT]}
+"""))
+    (conn,) = build_connections(config, lambda e: None)
+    assert conn.settings.url == "wss://stream-testnet.bybit.com/v5/public/spot"
