@@ -39,8 +39,9 @@ from connector import metrics
 from connector.bybit.backoff import backoff, is_retryable
 from connector.bybit.budget import SHARED, ConnectBudget
 from connector.bybit.events import AuthResult, Event, Pong, ServerPing, Stamp, Undecodable
-from connector.bybit.family import AckInfo, DataInfo, Family, Pair, family_for
+from connector.bybit.family import DataInfo, Family, Pair, family_for
 from connector.bybit.protocol import Request, Subscription
+from connector.bybit.subscriptions import Subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +81,6 @@ class _Disconnect(Exception):
         self.reason = reason
 
 
-@dataclass
-class _Pending:
-    request: Request
-    sent: float
-    attempt: int = 0
-
-
 class Connection:
     """A resilient subscription to one Bybit stream endpoint (see module doc)."""
 
@@ -103,18 +97,13 @@ class Connection:
         self._host = urllib.parse.urlsplit(settings.url).netloc
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"ws-{settings.name}")
-        self._lock = threading.Lock()
         self._ws: websocket.WebSocket | None = None
         self.last_error: str | None = None
         self._up = False
         self._session_ok = False
-        # (topic_id, symbol) → "pending" | "active" | "failed"
-        self._state: dict[Pair, str] = {}
-        self._pending: list[_Pending] = []
-        self._retry_at: dict[Request, tuple[float, int]] = {}
-        self._unsubscribing: set[str] = set()
-        self._resubscribe: list[Pair] = []
-        self._pairs = [p for sub in settings.subscriptions for p in self.family.pairs(sub)]
+        self._subs = Subscriptions(settings.name, settings.stream, self.family,
+                                   settings.subscriptions, settings.ack_timeout,
+                                   settings.resubscribe_initial, settings.resubscribe_max)
         labels = (settings.stream, settings.name)
         self._m_up = metrics.connection_up.labels(*labels)
         self._m_rtt = metrics.heartbeat_rtt_seconds.labels(*labels)
@@ -138,23 +127,20 @@ class Connection:
         """Every configured (topic, symbol) acknowledged (legacy private: authenticated)."""
         if self.family.auth_subscribes:
             return self._up
-        with self._lock:
-            return bool(self._state) and all(s == "active" for s in self._state.values())
+        return self._subs.all_active()
 
     def subscription_states(self) -> dict[Pair, str]:
-        with self._lock:
-            return dict(self._state)
+        """(topic_id, symbol) → ``pending`` | ``active`` | ``failed``."""
+        return self._subs.states()
 
     def owns(self, topic_id: str, symbol: str) -> bool:
         """Whether this connection carries the subscription (topic_id, symbol)."""
-        return (topic_id, symbol) in self._pairs
+        return (topic_id, symbol) in self._subs.pairs
 
     def resubscribe(self, topic_id: str, symbol: str) -> None:
         """Restart one topic's stream (unsubscribe, then subscribe: a fresh
         snapshot follows). Thread-safe; done on the connection's next tick."""
-        with self._lock:
-            if (topic_id, symbol) not in self._resubscribe:
-                self._resubscribe.append((topic_id, symbol))
+        self._subs.resubscribe((topic_id, symbol))
 
     def start(self) -> Connection:
         self._thread.start()
@@ -245,7 +231,7 @@ class Connection:
             self._authenticate(ws)
         self._set_up(True)
         up_since = time.monotonic()
-        self._subscribe_all(ws)
+        self._send_all(ws, self._subs.start())
         next_ping = time.monotonic()
         ping_sent: float | None = None  # monotonic time of the oldest unanswered ping
         while not self._stop.is_set():
@@ -261,7 +247,7 @@ class Connection:
             if not self._session_ok and (self.all_subscribed
                                          or now - up_since >= s.healthy_after):
                 self._session_ok = True
-            self._check_acks(ws, now)
+            self._send_all(ws, self._subs.tick())
             self._do_resubscribes(ws)
             try:
                 opcode, data = ws.recv_data()
@@ -318,126 +304,18 @@ class Connection:
 
     # -- subscriptions ----------------------------------------------------------
 
-    def _subscribe_all(self, ws: websocket.WebSocket) -> None:
-        with self._lock:
-            self._pending.clear()
-            self._retry_at.clear()
-            self._resubscribe.clear()
-            self._unsubscribing.clear()
-            for pair in self._pairs:
-                self._state[pair] = "pending"
-        if self.family.auth_subscribes:  # auth subscribed every private topic at once
-            self._activate(tuple((sub.topic_id, "") for sub in self.settings.subscriptions))
-        for request in self.family.subscribe(self.settings.subscriptions):
-            self._send_request(ws, request, 0)
-
-    def _send_request(self, ws: websocket.WebSocket, request: Request, attempt: int) -> None:
-        if self._on_subscribe is not None:
-            self._on_subscribe(self.settings.stream, request.pairs)
-        ws.send(request.text)
-        with self._lock:
-            self._pending.append(_Pending(request, time.monotonic(), attempt))
+    def _send_all(self, ws: websocket.WebSocket, sends: list[tuple[Request, int]]) -> None:
+        for request, attempt in sends:
+            if self._on_subscribe is not None:
+                self._on_subscribe(self.settings.stream, request.pairs)
+            ws.send(request.text)
+            self._subs.sent(request, attempt)
 
     def _do_resubscribes(self, ws: websocket.WebSocket) -> None:
-        with self._lock:
-            todo, self._resubscribe = self._resubscribe, []
-        for pair in todo:
-            unsubscribe, subscribe = self.family.resubscribe(pair)
-            if not subscribe:
-                continue
-            log.info("%s: resubscribing %s %s", self.name, *pair)
-            self._deactivate((pair,), "pending")
-            for request in unsubscribe:
-                if request.req_id is not None:
-                    self._unsubscribing.add(request.req_id)
-                ws.send(request.text)
-            for request in subscribe:
-                self._send_request(ws, request, 0)
-
-    def _check_acks(self, ws: websocket.WebSocket, now: float) -> None:
-        s = self.settings
-        expired = []
-        with self._lock:
-            for p in self._pending:
-                if now - p.sent > s.ack_timeout:
-                    expired.append(p)
-            for p in expired:
-                self._pending.remove(p)
-            due = [(r, a) for r, (t, a) in self._retry_at.items() if t <= now]
-            for r, _ in due:
-                del self._retry_at[r]
-        for p in expired:
-            if all(self._state.get(pair) == "active" for pair in p.request.pairs):
-                continue  # data arrived (implicit ack); the ack itself was lost
-            log.warning("%s: no ack for %s within %.1f s; retrying", s.name, p.request.text,
-                        s.ack_timeout)
-            self._failed(p, "ack_timeout")
-        for request, attempt in due:
-            self._send_request(ws, self.family.renew(request), attempt)
-
-    def _failed(self, pending: _Pending, reason: str) -> None:
-        s = self.settings
-        request = pending.request
-        delay = min(s.resubscribe_max, s.resubscribe_initial * 2 ** pending.attempt)
-        self._deactivate(request.pairs, "failed")
-        with self._lock:
-            self._retry_at[request] = (time.monotonic() + delay, pending.attempt + 1)
-        metrics.subscription_failures_total.labels(self._stream, request.pairs[0][0],
-                                                   reason).inc()
-
-    def _rejected(self, ws: websocket.WebSocket, pending: _Pending, info: AckInfo) -> None:
-        """An error ack: isolate a multi-topic request (one topic per request, at
-        once, uncounted), else count the failure and retry with backoff."""
-        parts = self.family.isolate(pending.request)
-        if len(parts) > 1:
-            log.warning("%s: subscribe %s rejected (%s); re-sending its topics one by one",
-                        self.name, pending.request.text, info.detail)
-            for request in parts:
-                self._send_request(ws, request, pending.attempt)
-            return
-        log.error("%s: subscribe %s rejected: %s", self.name, pending.request.text, info.detail)
-        self._failed(pending, "error_ack")
-
-    def _acked(self, pending: _Pending) -> None:
-        metrics.subscription_ack_seconds.labels(self._stream).observe(
-            time.monotonic() - pending.sent)
-        self._activate(pending.request.pairs)
-
-    def _activate(self, pairs: tuple[Pair, ...]) -> None:
-        with self._lock:
-            for pair in pairs:
-                if self._state.get(pair) != "active":
-                    self._state[pair] = "active"
-                    metrics.subscriptions_active.labels(self._stream, pair[0]).inc()
-
-    def _deactivate(self, pairs: tuple[Pair, ...], state: str) -> None:
-        with self._lock:
-            for pair in pairs:
-                if self._state.get(pair) == "active":
-                    metrics.subscriptions_active.labels(self._stream, pair[0]).dec()
-                self._state[pair] = state
-
-    def _match(self, info: AckInfo) -> _Pending | None:
-        """The pending request an ack answers: by req_id, else by what it names,
-        else the oldest one."""
-        with self._lock:
-            for p in self._pending:
-                req = p.request
-                if info.req_id is not None:
-                    if req.req_id != info.req_id:
-                        continue
-                else:
-                    if info.topic is not None and req.topic != info.topic:
-                        continue
-                    if info.symbol is not None and ",".join(s for _, s in req.pairs) \
-                            != info.symbol:
-                        continue
-                self._pending.remove(p)
-                return p
-            if info.req_id is None and info.topic is None and info.symbol is None \
-                    and self._pending:
-                return self._pending.pop(0)
-        return None
+        texts, sends = self._subs.take_resubscribes()
+        for text in texts:
+            ws.send(text)
+        self._send_all(ws, sends)
 
     # -- frames ------------------------------------------------------------------
 
@@ -451,7 +329,7 @@ class Connection:
             metrics.server_pings_total.labels(s.stream, s.name).inc()
             return
         elif (ack := self.family.ack(event)) is not None:
-            self._on_ack(ws, ack)
+            self._send_all(ws, self._subs.on_ack(ack))
             return
         elif isinstance(event, Undecodable):
             metrics.undecodable_frames_total.labels(s.stream, event.reason).inc()
@@ -462,19 +340,6 @@ class Connection:
             self._on_event(event)
         except Exception:
             log.exception("%s: event handler failed", s.name)
-
-    def _on_ack(self, ws: websocket.WebSocket, ack: AckInfo) -> None:
-        if ack.req_id is not None and ack.req_id in self._unsubscribing:
-            self._unsubscribing.discard(ack.req_id)
-            return
-        pending = self._match(ack)
-        if pending is None:
-            log.info("%s: ack for nothing pending: %s %s %s", self.name, ack.req_id or "",
-                     ack.topic or "", ack.symbol or "")
-        elif ack.ok:
-            self._acked(pending)
-        else:
-            self._rejected(ws, pending, ack)
 
     def _count(self, event: Any, info: DataInfo) -> None:
         for topic_id, symbol in info.pairs:
@@ -488,16 +353,8 @@ class Connection:
             children[1].inc(event.size)
             if info.send_time_ms is not None:
                 children[2].observe(max(0.0, (event.stamp.wall_ms - info.send_time_ms) / 1000))
-            if symbol and self._state.get((topic_id, symbol)) != "active":
-                self._implicit_ack(topic_id, symbol)
+            self._subs.on_data(topic_id, symbol)
             metrics.last_message_age.touch(self._stream, topic_id, symbol)
-
-    def _implicit_ack(self, topic_id: str, symbol: str) -> None:
-        if (topic_id, symbol) not in self._state:
-            return
-        log.info("%s: data for %s %s before its ack; treating it as subscribed", self.name,
-                 topic_id, symbol)
-        self._activate(((topic_id, symbol),))
 
     # -- teardown ----------------------------------------------------------------
 
@@ -508,12 +365,7 @@ class Connection:
     def _close(self, reason: str) -> None:
         was_up = self._ws is not None
         self._set_up(False)
-        with self._lock:
-            for pair, state in self._state.items():
-                if state == "active":
-                    metrics.subscriptions_active.labels(self._stream, pair[0]).dec()
-                self._state[pair] = "pending"
-            self._pending.clear()
+        self._subs.close()
         if self._ws is not None:
             try:
                 self._ws.close(timeout=1)
