@@ -10,6 +10,7 @@ data frame belongs to. ``family_for(stream)`` picks one.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,7 +24,6 @@ from connector.bybit.events import (
     Stamp,
     Stream,
     SubError,
-    V5Data,
 )
 from connector.bybit.protocol import Request, Subscription
 
@@ -121,7 +121,6 @@ class LegacyFamily:
         return protocol.build_pong(ts)
 
     def auth(self, api_key: str, api_secret: str) -> str:
-        import time
         return protocol.build_auth(api_key, api_secret, time.time_ns() // 1_000_000 + 10_000)
 
     def decode(self, raw: str | bytes, stamp: Stamp, binary: bool) -> Event:
@@ -142,8 +141,6 @@ class LegacyFamily:
                             event.send_time_ms)
         if isinstance(event, PrivateData):
             return DataInfo(tuple((str(e.get("e"))[:40], "") for e in event.events))
-        if isinstance(event, V5Data):  # not expected on a legacy socket
-            return DataInfo(((event.topic_id, event.symbol),))
         return None
 
 

@@ -3,6 +3,7 @@ Kafka topics, URLs, the connection plan and `validate` output."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -179,3 +180,29 @@ subscriptions:
 """))
     (conn,) = build_connections(config, lambda e: None)
     assert conn.settings.url == "wss://stream-testnet.bybit.com/v5/public/spot"
+
+
+def test_metric_children_exist_at_startup_and_resyncs_reach_the_owning_connection() -> None:
+    from prometheus_client import REGISTRY
+
+    from connector.service import Connector, _init_metrics, build_connections
+    config = loads(cfg("""
+bybit: {max_subscriptions_per_connection: 1}
+subscriptions:
+  - {stream: v5, topic: orderbook, depth: 200, symbols: [BTCUSDT, ETHUSDT]}
+"""))
+    _init_metrics(config)
+    for reason in ("gap", "out_of_order"):
+        assert REGISTRY.get_sample_value("bybit_connector_book_resyncs_total", {
+            "stream": "v5", "topic": "orderbook.200", "reason": reason}) == 0.0
+    for reason in ("stale", "before_snapshot"):
+        assert REGISTRY.get_sample_value("bybit_connector_book_deltas_dropped_total", {
+            "stream": "v5", "topic": "orderbook.200", "reason": reason}) == 0.0
+    assert REGISTRY.get_sample_value("bybit_connector_subscription_failures_total", {
+        "stream": "v5", "topic": "orderbook.200", "reason": "error_ack"}) == 0.0
+    connector = Connector(config)
+    connector.connections = build_connections(config, lambda e: None)
+    connector._resubscribe("v5", "orderbook.200", "ETHUSDT")
+    texts = [c._subs.take_resubscribes()[0] for c in connector.connections]
+    assert [len(t) for t in texts] == [0, 1]
+    assert json.loads(texts[1][0])["args"] == ["orderbook.200.ETHUSDT"]
