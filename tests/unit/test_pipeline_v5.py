@@ -237,9 +237,10 @@ def test_real_book_mapper_gap_marker_and_tagged_snapshot() -> None:
     pipe = Pipeline(routes, sink, resubscribe=lambda *a: asked.append(a))  # type: ignore[arg-type]
     snap = decode((SAMPLES / "orderbook_50_snapshot.json").read_text(), "v5", Stamp(1, 1))
     assert isinstance(snap, V5Data)
-    u = snap.items[0]["u"]
+    u, seq = snap.items[0]["u"], snap.items[0]["seq"]
     pipe.handle(snap)
-    pipe.handle(book_frame("delta", u + 5, depth=50))
+    pipe.handle(book_frame("delta", u + 5, seq + 10, depth=50))
     assert len(sink.sent) == 2 and asked == [("v5", "orderbook.50", "BTCUSDT")]
+    assert sink.dead == []
     mapped = records.MAPPERS["v5_orderbook"](snap)
     assert mapped[0]["is_snapshot"] is True and mapped[0]["update_id"] == u
