@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -91,9 +90,11 @@ def plan(config: Config) -> dict[str, object]:
             "stream": s.stream, "bybit_topic": s.topic_id, "symbols": s.symbols,
             "binary": s.binary, "kafka_topic": config.kafka_topic(s), "schema": s.spec.kind,
         })
+    from connector.service import plan_groups, subscriptions_by_stream
+
     cap = config.bybit.max_subscriptions_per_connection
-    connections = {stream: (1 if stream == "private" else math.ceil(n / cap))
-                   for stream, n in pairs.items()}
+    connections = {stream: len(plan_groups(stream, subs, cap))
+                   for stream, subs in subscriptions_by_stream(config).items()}
     return {
         "network": config.bybit.network,
         "connections": connections,

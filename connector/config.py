@@ -53,12 +53,21 @@ class Secret:
         return hash(self._value)
 
 
-def doc(text: str, *, example: Any = None, secret: bool = False) -> dict[str, Any]:
-    """Field metadata: its documentation, an example and whether it is secret."""
+def doc(text: str, *, example: Any = None, secret: bool = False,
+        key: str | None = None) -> dict[str, Any]:
+    """Field metadata: its documentation, an example, whether it is secret, and
+    its YAML key where that is no Python name (``v5-private``)."""
     meta: dict[str, Any] = {"doc": text, "secret": secret}
     if example is not None:
         meta["example"] = example
+    if key is not None:
+        meta["key"] = key
     return meta
+
+
+def yaml_key(f: dataclasses.Field[Any]) -> str:
+    """The YAML key of a dataclass field."""
+    return str(f.metadata.get("key", f.name))
 
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,30}$")
@@ -87,6 +96,17 @@ class StreamUrls:
     private: str | None = field(default=None, metadata=doc(
         "Full URL of the private stream; overrides `network`.",
         example="ws://127.0.0.1:8765/spot/ws"))
+    v5: str | None = field(default=None, metadata=doc(
+        "Full URL of the v5 public spot stream; overrides `network` (regional hosts, "
+        "a local exchange or a proxy).", example="wss://stream.bybit.kz/v5/public/spot"))
+    v5_private: str | None = field(default=None, metadata=doc(
+        "Full URL of the v5 private stream; overrides `network`.",
+        example="wss://stream.bybit.kz/v5/private", key="v5-private"))
+
+    def for_stream(self, stream: str) -> str | None:
+        """The URL configured for a stream name (``v5-private`` → ``v5_private``)."""
+        value: str | None = getattr(self, stream.replace("-", "_"))
+        return value
 
 
 @dataclass(frozen=True)
@@ -106,7 +126,8 @@ class BybitConfig:
     urls: StreamUrls = field(default_factory=StreamUrls, metadata=doc(
         "Explicit endpoint per stream (for a local exchange or a proxy)."))
     credentials: Credentials = field(default_factory=Credentials, metadata=doc(
-        "API credentials, required only when a private topic is subscribed."))
+        "API credentials, required only when a private topic is subscribed (the same "
+        "credentials serve `private` and `v5-private`)."))
     ping_interval_seconds: float = field(default=20.0, metadata=doc(
         "How often to send `{\"ping\"}`; Bybit asks for 20 s."))
     pong_timeout_seconds: float = field(default=10.0, metadata=doc(
@@ -120,7 +141,8 @@ class BybitConfig:
     reconnect_max_delay_seconds: float = field(default=30.0, metadata=doc(
         "Cap of the exponential reconnect backoff (first retry is immediate)."))
     max_subscriptions_per_connection: int = field(default=200, metadata=doc(
-        "Topic x symbol pairs one connection carries before another is opened."))
+        "Topic x symbol pairs one connection carries before another is opened (v5 public "
+        "also opens another before 21,000 characters of args, Bybit's cap)."))
     max_symbols_per_request: int = field(default=20, metadata=doc(
         "v1 subscribes symbols as comma-separated lists of at most this many."))
 
@@ -149,8 +171,9 @@ class KafkaConfig:
     bootstrap_servers: list[str] = field(default_factory=lambda: ["localhost:9092"], metadata=doc(
         "Brokers to bootstrap from (`host:port`).", example=["kafka-0.kafka:9092"]))
     topic_template: str = field(default="bybit.spot.{stream}.{topic}", metadata=doc(
-        "Default Kafka topic of a subscription. `{stream}` is v1/v2/private; `{topic}` is "
-        "the Bybit topic with its parameter (`trade`, `kline_1m`, `mergedDepth_1`)."))
+        "Default Kafka topic of a subscription. `{stream}` is v5/v5-private (legacy "
+        "v1/v2/private); `{topic}` is the Bybit topic with its parameter (`orderbook.50`, "
+        "`kline.1`, `publicTrade`; legacy `trade`, `kline_1m`, `mergedDepth_1`)."))
     dead_letter_topic: str = field(default="bybit.spot.dead-letter", metadata=doc(
         "Where undecodable frames and unserializable records go, with the reason in headers."))
     producer: dict[str, Any] = field(default_factory=dict, metadata=doc(
@@ -200,17 +223,25 @@ class MetricsConfig:
 
 @dataclass(frozen=True)
 class SubscriptionConfig:
-    stream: Literal["v1", "v2", "private"] = field(metadata=doc(
-        "Which Bybit stream the topic lives on."))
+    stream: Literal["v5", "v5-private", "v1", "v2", "private"] = field(metadata=doc(
+        "Which Bybit stream the topic lives on. v5 and v5-private are what Bybit serves "
+        "today; the legacy v1, v2 and private endpoints went offline in Oct 2023."))
     topic: str = field(metadata=doc(
-        "Bybit topic. v1: trade realtimes kline (or kline_<interval>) depth mergedDepth "
-        "diffDepth lt; v2: depth kline trade bookTicker realtimes; private: "
-        "outboundAccountInfo executionReport ticketInfo stop_executionReport."))
+        "Bybit topic. v5: orderbook (with depth) orderbook.rpi publicTrade tickers kline "
+        "(with interval) priceLimit; v5-private: order order.spot execution execution.spot "
+        "execution.fast execution.fast.spot wallet; v1: trade realtimes kline (or "
+        "kline_<interval>) depth mergedDepth diffDepth lt; v2: depth kline trade bookTicker "
+        "realtimes; private: outboundAccountInfo executionReport ticketInfo "
+        "stop_executionReport."))
     symbols: list[str] = field(default_factory=list, metadata=doc(
         "Symbols to subscribe (public streams; private topics take none).",
         example=["BTCUSDT", "ETHUSDT"]))
-    interval: str | None = field(default=None, metadata=doc(
-        "kline interval: " + ", ".join(topics.KLINE_INTERVALS) + "."))
+    interval: str | int | None = field(default=None, metadata=doc(
+        "kline interval. v5: " + ", ".join(topics.V5_KLINE_INTERVALS) + " (minutes, day, "
+        "week, month; 1 may be written as a number); v1/v2: "
+        + ", ".join(topics.KLINE_INTERVALS) + "."))
+    depth: int | None = field(default=None, metadata=doc(
+        "v5 orderbook depth: " + ", ".join(map(str, topics.V5_ORDERBOOK_DEPTHS)) + "."))
     dump_scale: int | None = field(default=None, metadata=doc(
         "mergedDepth: decimal places prices are aggregated to (Bybit's dumpScale)."))
     binary: bool = field(default=False, metadata=doc(
@@ -226,8 +257,12 @@ class SubscriptionConfig:
 
     @property
     def topic_id(self) -> str:
-        """Bybit topic plus its parameter: ``kline_1m``, ``mergedDepth_1``, ``trade``."""
-        return topics.topic_id(self.topic, self.interval, self.dump_scale)
+        """Bybit topic plus its parameter: ``kline_1m``, ``mergedDepth_1``, ``trade``;
+        v5: ``orderbook.50``, ``kline.1``, ``publicTrade``, ``order.spot``."""
+        interval = None if self.interval is None else str(self.interval)
+        if self.stream in topics.V5_STREAMS:
+            return topics.v5_topic_id(self.topic, interval, self.depth)
+        return topics.topic_id(self.topic, interval, self.dump_scale)
 
 
 @dataclass(frozen=True)
@@ -319,7 +354,7 @@ def _build(cls: type, raw: Any, path: str, ctx: _Ctx) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(path or "(top level)", f"expected a mapping, got {_type_name(raw)}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {yaml_key(f): f for f in dataclasses.fields(cls)}
     secrets = {n for n, f in fields.items() if f.metadata.get("secret")}
     allowed = set(fields) | {f"{n}_file" for n in secrets}
     kwargs: dict[str, Any] = {}
@@ -336,9 +371,9 @@ def _build(cls: type, raw: Any, path: str, ctx: _Ctx) -> Any:
                 raise ConfigError(key_path, f"give either {name} or {key}, not both")
             kwargs[name] = Secret(_read_secret_file(value, key_path, ctx))
             continue
-        kwargs[key] = _convert(hints[key], value, key_path, ctx)
+        kwargs[fields[key].name] = _convert(hints[fields[key].name], value, key_path, ctx)
     for name, f in fields.items():
-        if (name not in kwargs and f.default is dataclasses.MISSING
+        if (f.name not in kwargs and f.default is dataclasses.MISSING
                 and f.default_factory is dataclasses.MISSING):
             raise ConfigError(_join(path, name), "is required")
     return cls(**kwargs)
@@ -364,7 +399,14 @@ def _convert(tp: Any, value: Any, path: str, ctx: _Ctx) -> Any:
             if type(None) in get_args(tp):
                 return None
             raise ConfigError(path, "must not be empty")
-        return _convert(options[0], value, path, ctx)
+        first: ConfigError | None = None
+        for option in options:  # the first type that accepts the value wins
+            try:
+                return _convert(option, value, path, ctx)
+            except ConfigError as exc:
+                first = first or exc
+        assert first is not None
+        raise first
     if isinstance(value, str) and "${" in value:
         value = _interpolate(value, path, ctx)
         value = _coerce_interpolated(tp, value)
@@ -469,7 +511,7 @@ def _check(config: Config) -> None:
         if kafka_topic == config.kafka.dead_letter_topic:
             raise ConfigError(f"{path}.kafka_topic" if sub.kafka_topic else path,
                               f"{kafka_topic!r} is the dead-letter topic")
-    if any(s.stream == "private" for s in config.subscriptions):
+    if any(s.stream in ("private", "v5-private") for s in config.subscriptions):
         creds = config.bybit.credentials
         for name in ("api_key", "api_secret"):
             if getattr(creds, name) is None or not getattr(creds, name).get():
@@ -527,6 +569,12 @@ def _check_serialization(ser: SerializationConfig) -> None:
 
 
 def _check_subscription(sub: SubscriptionConfig, path: str, config: Config) -> None:
+    if sub.stream in topics.V5_STREAMS:
+        _check_v5_subscription(sub, path)
+        return
+    if sub.depth is not None:
+        raise ConfigError(f"{path}.depth", f"only v5 orderbook takes a depth, not {sub.stream} "
+                                           f"{sub.topic}")
     # v1 allows Bybit's own spelling kline_<interval>; normalise it.
     if sub.stream == "v1" and sub.topic.startswith("kline_"):
         interval = sub.topic[len("kline_"):]
@@ -546,7 +594,7 @@ def _check_subscription(sub: SubscriptionConfig, path: str, config: Config) -> N
         if sub.interval is None:
             raise ConfigError(f"{path}.interval", "is required for kline",
                               "one of " + ",".join(topics.KLINE_INTERVALS))
-        if sub.interval not in topics.KLINE_INTERVALS:
+        if not isinstance(sub.interval, str) or sub.interval not in topics.KLINE_INTERVALS:
             raise ConfigError(f"{path}.interval", f"{sub.interval!r} is not one of "
                               + ",".join(topics.KLINE_INTERVALS))
     elif sub.interval is not None:
@@ -566,6 +614,59 @@ def _check_subscription(sub: SubscriptionConfig, path: str, config: Config) -> N
                               "the private stream carries every symbol of the account")
         if sub.binary:
             raise ConfigError(f"{path}.binary", "the private stream has no binary mode")
+        return
+    if not sub.symbols:
+        raise ConfigError(f"{path}.symbols", "is empty: list at least one symbol",
+                          "e.g. symbols: [BTCUSDT]")
+    for j, symbol in enumerate(sub.symbols):
+        if not SYMBOL_RE.match(symbol):
+            hint = (f"Bybit symbols are upper case: {symbol.upper()!r}"
+                    if SYMBOL_RE.match(symbol.upper()) else "e.g. BTCUSDT")
+            raise ConfigError(f"{path}.symbols[{j}]", f"{symbol!r} is not a Bybit symbol", hint)
+
+
+def _check_v5_subscription(sub: SubscriptionConfig, path: str) -> None:
+    """v5: topic from the table, depth for orderbook, Bybit's interval names for
+    kline (an integer such as 1 is normalised to "1"), symbols on public only."""
+    spec = topics.lookup(sub.stream, sub.topic)
+    if spec is None:
+        other = [s for s in topics.STREAMS if topics.lookup(s, sub.topic)]
+        hint = (f"{sub.topic!r} exists on stream {other[0]}" if other
+                else f"one of {', '.join(topics.topics_of(sub.stream))}")
+        raise ConfigError(f"{path}.topic", f"{sub.topic!r} is not a {sub.stream} topic", hint)
+    depths = ", ".join(map(str, topics.V5_ORDERBOOK_DEPTHS))
+    if spec.param == "depth":
+        if sub.depth is None:
+            raise ConfigError(f"{path}.depth", f"is required for orderbook: one of {depths}")
+        if sub.depth not in topics.V5_ORDERBOOK_DEPTHS:
+            raise ConfigError(f"{path}.depth", f"{sub.depth} is not one of {depths}")
+    elif sub.depth is not None:
+        raise ConfigError(f"{path}.depth", f"only orderbook takes a depth, not {sub.topic}")
+    intervals = ", ".join(topics.V5_KLINE_INTERVALS)
+    if spec.param == "interval":
+        if sub.interval is None:
+            raise ConfigError(f"{path}.interval", f"is required for kline: one of {intervals}")
+        interval = str(sub.interval)
+        if interval not in topics.V5_KLINE_INTERVALS:
+            v5_hint: str | None = None
+            legacy = {"1m": "1", "3m": "3", "5m": "5", "15m": "15", "30m": "30", "1h": "60",
+                      "2h": "120", "4h": "240", "6h": "360", "12h": "720", "1d": "D",
+                      "1w": "W", "1M": "M"}
+            if interval in legacy:
+                v5_hint = f"v5 names it {legacy[interval]!r}"
+            raise ConfigError(f"{path}.interval", f"{sub.interval!r} is not one of {intervals}",
+                              v5_hint)
+        object.__setattr__(sub, "interval", interval)
+    elif sub.interval is not None:
+        raise ConfigError(f"{path}.interval", f"only kline takes an interval, not {sub.topic}")
+    if sub.dump_scale is not None:
+        raise ConfigError(f"{path}.dump_scale", "v5 topics take no dump_scale")
+    if sub.binary:
+        raise ConfigError(f"{path}.binary", "v5 streams have no binary mode")
+    if sub.stream == "v5-private":
+        if sub.symbols:
+            raise ConfigError(f"{path}.symbols", "private topics take no symbols",
+                              "the private stream carries every symbol of the account")
         return
     if not sub.symbols:
         raise ConfigError(f"{path}.symbols", "is empty: list at least one symbol",

@@ -14,7 +14,7 @@ import typing
 from typing import Any, Literal, get_args, get_origin
 
 from connector import topics
-from connector.config import PRODUCER_KEYS, Config, Secret
+from connector.config import PRODUCER_KEYS, Config, Secret, yaml_key
 
 # Numbers and booleans may also come from the environment: `port: ${METRICS_PORT:-9102}`.
 _ENV_REF = {"type": "string", "pattern": "^\\$\\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\\}$"}
@@ -24,8 +24,7 @@ def _type_schema(tp: Any) -> dict[str, Any]:
     origin = get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in get_args(tp) if a is not type(None)]
-        inner = _type_schema(options[0])
-        return {"anyOf": [inner, {"type": "null"}]}
+        return {"anyOf": [*(_type_schema(o) for o in options), {"type": "null"}]}
     if tp is Secret or tp is str:
         return {"type": "string"}
     if origin is Literal:
@@ -50,6 +49,7 @@ def _object_schema(cls: type) -> dict[str, Any]:
     props: dict[str, Any] = {}
     required: list[str] = []
     for f in dataclasses.fields(cls):
+        key = yaml_key(f)
         schema = _type_schema(hints[f.name])
         schema["description"] = f.metadata.get("doc", "")
         if f.default is not dataclasses.MISSING and f.default is not None:
@@ -61,8 +61,8 @@ def _object_schema(cls: type) -> dict[str, Any]:
         if "example" in f.metadata:
             schema["examples"] = [f.metadata["example"]]
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            required.append(f.name)
-        props[f.name] = schema
+            required.append(key)
+        props[key] = schema
         if f.metadata.get("secret"):
             props[f"{f.name}_file"] = {
                 "type": "string",
@@ -84,7 +84,10 @@ def generate() -> dict[str, Any]:
     all_topics = sorted({t.topic for t in topics.TOPICS} |
                         {f"kline_{i}" for i in topics.KLINE_INTERVALS})
     sub["properties"]["topic"]["enum"] = all_topics
-    sub["properties"]["interval"]["anyOf"][0]["enum"] = list(topics.KLINE_INTERVALS)
+    interval = sub["properties"]["interval"]["anyOf"]
+    interval[0]["enum"] = [*topics.V5_KLINE_INTERVALS, *topics.KLINE_INTERVALS]
+    interval[1] = {"enum": [int(i) for i in topics.V5_KLINE_INTERVALS if i.isdigit()]}
+    sub["properties"]["depth"]["anyOf"][0] = {"enum": list(topics.V5_ORDERBOOK_DEPTHS)}
     sub["properties"]["symbols"]["items"]["pattern"] = "^[A-Z0-9]{2,30}$"
     producer = schema["properties"]["kafka"]["properties"]["producer"]
     producer["propertyNames"] = {"enum": sorted(PRODUCER_KEYS)}

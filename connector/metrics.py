@@ -40,6 +40,8 @@ UNDECODABLE_REASONS = (
 DEAD_LETTER_REASONS = ("undecodable_frame", "mapping_failed", "serialization_failed",
                        "delivery_failed")
 DROP_REASONS = ("buffer_full", "dead_letter_failed", "shutdown_timeout")
+BOOK_RESYNC_REASONS = ("gap", "out_of_order")
+BOOK_DROP_REASONS = ("stale", "before_snapshot")
 KAFKA_ERROR_REASONS = ("timeout", "record_too_large", "authorization_failed", "unknown_topic",
                        "network", "other")
 
@@ -80,6 +82,11 @@ pong_timeouts_total = Counter(
 )
 server_pings_total = Counter(
     f"{PREFIX}_server_pings_total", "Pings sent by the server and answered with a pong.",
+    ["stream", "connection"],
+)
+connect_budget_waits_total = Counter(
+    f"{PREFIX}_connect_budget_waits_total",
+    "Connects delayed because the per-host connection budget (Bybit: 500 per 5 min) was used up.",
     ["stream", "connection"],
 )
 auth_failures_total = Counter(
@@ -186,6 +193,17 @@ unrouted_events_total = Counter(
     ["stream", "topic"],
 )
 
+book_resyncs_total = Counter(
+    f"{PREFIX}_book_resyncs_total",
+    "v5 order books resynchronised (marker record written, topic resubscribed), by reason.",
+    ["stream", "topic", "reason"],
+)
+book_deltas_dropped_total = Counter(
+    f"{PREFIX}_book_deltas_dropped_total",
+    "v5 book deltas not written: stale/duplicate update id, or before the first snapshot.",
+    ["stream", "topic", "reason"],
+)
+
 
 class LastMessageAge(Collector):
     """``bybit_connector_last_message_age_seconds{stream,topic,symbol}``.
@@ -246,6 +264,12 @@ def init_reason_children(streams: Iterable[str] = (),
     for stream, topic in stream_topics:
         for reason in SUBSCRIPTION_FAILURE_REASONS:
             subscription_failures_total.labels(stream, topic, reason)
+    for stream, topic in stream_topics:
+        if stream == "v5" and topic.startswith("orderbook."):
+            for reason in BOOK_RESYNC_REASONS:
+                book_resyncs_total.labels(stream, topic, reason)
+            for reason in BOOK_DROP_REASONS:
+                book_deltas_dropped_total.labels(stream, topic, reason)
     for connection in private_connections:
         for reason in AUTH_FAILURE_REASONS:
             auth_failures_total.labels(connection, reason)

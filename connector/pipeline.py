@@ -5,17 +5,26 @@ on the connection's thread (no extra queue hop, so no extra copy or latency)
 and returns quickly unless Kafka's buffer is full, where the sink's
 backpressure policy bounds the wait. It owns replay de-duplication and the
 dead-letter routing of anything that cannot be mapped or serialized.
+
+v5 books (``orderbook.N``, ``orderbook.rpi``) pass ``books.BookTracker``
+first: stale deltas and deltas before the first snapshot are dropped and
+counted; a gap or an out-of-order delta is not written, a resync marker
+record is (same Kafka topic, empty book, ``resync_reason`` set: "discard your
+book until the next snapshot"), and the owning connection resubscribes the
+topic; the snapshot that follows carries the same ``resync_reason``.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from connector import metrics, records
-from connector.bybit.events import Event, MarketData, PrivateData, Undecodable
+from connector.books import RESYNC, BookTracker
+from connector.bybit.events import Event, MarketData, PrivateData, Undecodable, V5Data
 from connector.bybit.frames import market_topic_id
 from connector.config import Config, SubscriptionConfig
 from connector.dedup import RecentIds
@@ -25,6 +34,10 @@ from connector.serde import Serializer
 log = logging.getLogger(__name__)
 
 DEDUP_CAPACITY = 1000  # ids remembered per (stream, symbol); Bybit replays 60
+# v5 record field that identifies a record for de-duplication, per topic.
+V5_DEDUP_FIELDS = {"publicTrade": "trade_id", "execution": "exec_id",
+                   "execution.spot": "exec_id", "execution.fast": "exec_id",
+                   "execution.fast.spot": "exec_id"}
 
 
 class Sink(Protocol):
@@ -52,6 +65,7 @@ class Route:
     dedup_field: str | None = None
     dedup: dict[str, RecentIds] = field(default_factory=dict)
     lag: Any = None
+    book: bool = False  # a v5 book: continuity-checked
 
 
 def build_routes(config: Config,
@@ -76,23 +90,37 @@ def _route(config: Config, sub: SubscriptionConfig,
         ("bybit.topic", sub.topic_id.encode()),
         *serializer.headers,
     ]
+    v5 = sub.stream in ("v5", "v5-private")
     return Route(
         stream=sub.stream, topic_id=sub.topic_id, kind=kind, kafka_topic=kafka_topic,
         mapper=records.MAPPERS[kind], serializer=serializer, headers=headers,
-        dedup_field="trade_id" if sub.topic == "trade" else None,
+        dedup_field=(V5_DEDUP_FIELDS.get(sub.topic) if v5
+                     else "trade_id" if sub.topic == "trade" else None),
         lag=metrics.event_lag_seconds.labels(sub.stream, sub.topic_id),
+        book=v5 and sub.spec.book,
     )
 
 
 class Pipeline:
     """Maps, serializes and sends every event a connection hands it."""
 
-    def __init__(self, routes: dict[tuple[str, str], Route], sink: Sink) -> None:
+    def __init__(self, routes: dict[tuple[str, str], Route], sink: Sink,
+                 resubscribe: Callable[[str, str, str], None] | None = None) -> None:
         self._routes = routes
         self._sink = sink
+        self._books = BookTracker()
+        self.resubscribe = resubscribe  # (stream, topic_id, symbol): set once connections exist
         for route in routes.values():
             metrics.duplicates_suppressed_total.labels(route.stream, route.topic_id)
             metrics.event_lag_seconds.labels(route.stream, route.topic_id)
+
+    def expect_snapshot(self, stream: str, pairs: Sequence[tuple[str, str]]) -> None:
+        """A connection is about to (re)subscribe ``pairs``: until each book's
+        snapshot, its deltas are dropped (the connections' ``on_subscribe``)."""
+        for topic_id, symbol in pairs:
+            route = self._routes.get((stream, topic_id))
+            if route is not None and route.book:
+                self._books.expect_snapshot(topic_id, symbol)
 
     def handle(self, event: Event) -> None:
         """The connections' ``on_event``. Never raises for bad data."""
@@ -102,6 +130,12 @@ class Pipeline:
                 metrics.unrouted_events_total.labels(event.stream, event.topic).inc()
                 return
             self._write_market(route, event)
+        elif isinstance(event, V5Data):
+            route = self._routes.get((event.stream, event.topic_id))
+            if route is None:
+                metrics.unrouted_events_total.labels(event.stream, event.topic_id[:40]).inc()
+                return
+            self._write_v5(route, event)
         elif isinstance(event, PrivateData):
             self._write_private(event)
         elif isinstance(event, Undecodable):
@@ -127,6 +161,61 @@ class Pipeline:
                 continue
             self._send(route, rec, key, headers, data.stamp.mono_ns, data.stamp.wall_ms,
                        data.raw)
+
+    def _write_v5(self, route: Route, data: V5Data) -> None:
+        reason: str | None = None
+        if route.book:
+            verdict = self._check_book(route, data)
+            if verdict is None:
+                return
+            reason = verdict
+        try:
+            recs = route.mapper(data)
+        except ConnectorError as exc:
+            self._dead_letter_frame(data.raw, "mapping_failed", route, str(exc), data.stream)
+            return
+        headers = [*route.headers, ("bybit.received_ms", str(data.stamp.wall_ms).encode())]
+        event_ms = data.ts if data.ts is not None else data.creation_time
+        for rec in recs:
+            if reason:
+                rec["resync_reason"] = reason
+            if route.dedup_field is not None and not self._first_time(route, rec):
+                continue
+            self._send(route, rec, records.record_key(route.kind, rec), headers,
+                       data.stamp.mono_ns, data.stamp.wall_ms, data.raw, event_ms)
+
+    def _check_book(self, route: Route, data: V5Data) -> str | None:
+        """Continuity of a v5 book frame. Returns None when the frame is not to
+        be written (dropped, or replaced by a marker), else the resync reason
+        its snapshot carries ("" for none)."""
+        item = data.items[0] if data.items else {}
+        u, seq = item.get("u"), item.get("seq")
+        if not isinstance(u, int):
+            return ""  # the mapper dead-letters a book frame without an update id
+        verdict = self._books.check(data.topic_id, data.symbol, data.type == "snapshot", u,
+                                    seq if isinstance(seq, int) else None)
+        if verdict == "ok":
+            return self._books.take_reason(data.topic_id, data.symbol) or ""
+        if verdict in RESYNC:
+            self._resync(route, data, verdict)
+        else:
+            metrics.book_deltas_dropped_total.labels(data.stream, data.topic_id, verdict).inc()
+        return None
+
+    def _resync(self, route: Route, data: V5Data, reason: str) -> None:
+        log.warning("%s %s: %s at u=%s; writing a resync marker and resubscribing",
+                    data.topic_id, data.symbol, reason, data.items[0].get("u"))
+        metrics.book_resyncs_total.labels(data.stream, data.topic_id, reason).inc()
+        try:
+            marker = _resync_marker(route.kind, data, reason)
+        except (ConnectorError, ValueError) as exc:
+            self._dead_letter_frame(data.raw, "mapping_failed", route, str(exc), data.stream)
+        else:
+            headers = [*route.headers, ("bybit.received_ms", str(data.stamp.wall_ms).encode())]
+            self._send(route, marker, records.record_key(route.kind, marker), headers,
+                       data.stamp.mono_ns, data.stamp.wall_ms, data.raw, data.ts)
+        if self.resubscribe is not None:
+            self.resubscribe(data.stream, data.topic_id, data.symbol)
 
     def _first_time(self, route: Route, rec: dict[str, Any]) -> bool:
         symbol = rec.get("symbol", "")
@@ -158,13 +247,13 @@ class Pipeline:
 
     def _send(self, route: Route, rec: dict[str, Any], key: bytes,
               headers: list[tuple[str, bytes]], mono_ns: int, wall_ms: int,
-              raw: str | bytes) -> None:
+              raw: str | bytes, event_ms: int | None = None) -> None:
         try:
             value = route.serializer(rec)
         except SerializationError as exc:
             self._dead_letter_frame(raw, "serialization_failed", route, str(exc), route.stream)
             return
-        event_time = rec.get("event_time")
+        event_time = event_ms if event_ms is not None else rec.get("event_time")
         if isinstance(event_time, int):
             route.lag.observe(max(0.0, (wall_ms - event_time) / 1000.0))
         self._sink.send(route.kafka_topic, key, value, headers, mono_ns)
@@ -177,3 +266,13 @@ class Pipeline:
         self._sink.dead_letter(value, reason, route.kafka_topic, detail,
                                [("bybit.stream", stream.encode()),
                                 ("bybit.topic", route.topic_id.encode())])
+
+
+def _resync_marker(kind: str, data: V5Data, reason: str) -> dict[str, Any]:
+    """The book marker record, from the v5 mappers (imported late: they live
+    beside the legacy ones and are only needed once a v5 book is configured)."""
+    make = getattr(records, "resync_marker", None)
+    if make is None:
+        make = importlib.import_module("connector.records.v5").resync_marker
+    result: dict[str, Any] = make(kind, data, reason)
+    return result

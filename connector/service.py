@@ -20,6 +20,7 @@ from typing import Any
 from connector import metrics, records
 from connector.bybit import connection as bybit_connection
 from connector.bybit import protocol
+from connector.bybit.v5 import protocol as v5_protocol
 from connector.config import Config
 from connector.health import HealthServer, Liveness
 from connector.pipeline import Pipeline, build_routes
@@ -63,21 +64,52 @@ def serializer_factory(config: Config) -> Callable[[str, str], Serializer]:
     return confluent_for
 
 
-def build_connections(config: Config,
-                      on_event: Callable[[Any], None]) -> list[bybit_connection.Connection]:
-    """One connection per stream, more where a stream exceeds the per-connection cap."""
+PRIVATE_STREAMS = ("private", "v5-private")
+
+
+def _url(config: Config, stream: str) -> str:
     bybit = config.bybit
-    creds = bybit.credentials
+    configured = bybit.urls.for_stream(stream)
+    if configured:
+        return configured
+    if stream in v5_protocol.ENDPOINTS[bybit.network]:
+        return v5_protocol.endpoint(bybit.network, stream)
+    return protocol.endpoint(bybit.network, stream)
+
+
+def plan_groups(stream: str, subs: list[protocol.Subscription],
+                cap: int) -> list[list[protocol.Subscription]]:
+    """The subscriptions of each connection of one stream: private streams use
+    one connection; public ones split by ``cap`` pairs (v5 also by Bybit's
+    21,000-character args budget)."""
+    if stream in PRIVATE_STREAMS:
+        return [subs]
+    if stream == "v5":
+        return v5_protocol.plan_connections(subs, cap)
+    return protocol.plan_connections(stream, subs, cap)
+
+
+def subscriptions_by_stream(config: Config) -> dict[str, list[protocol.Subscription]]:
     by_stream: dict[str, list[protocol.Subscription]] = {}
     for sub in config.subscriptions:
         by_stream.setdefault(sub.stream, []).append(protocol.Subscription(
             stream=sub.stream, topic=sub.topic, symbols=tuple(sub.symbols),
-            interval=sub.interval, dump_scale=sub.dump_scale, binary=sub.binary))
+            interval=None if sub.interval is None else str(sub.interval),
+            dump_scale=sub.dump_scale, binary=sub.binary, depth=sub.depth))
+    return by_stream
+
+
+def build_connections(config: Config, on_event: Callable[[Any], None],
+                      on_subscribe: Callable[[str, tuple[tuple[str, str], ...]], None]
+                      | None = None) -> list[bybit_connection.Connection]:
+    """One connection per stream, more where a stream exceeds the per-connection cap."""
+    bybit = config.bybit
+    creds = bybit.credentials
     out = []
-    for stream, subs in by_stream.items():
-        url = getattr(bybit.urls, stream) or protocol.endpoint(bybit.network, stream)
-        groups = ([subs] if stream == "private" else
-                  protocol.plan_connections(stream, subs, bybit.max_subscriptions_per_connection))
+    for stream, subs in subscriptions_by_stream(config).items():
+        url = _url(config, stream)
+        private = stream in PRIVATE_STREAMS
+        groups = plan_groups(stream, subs, bybit.max_subscriptions_per_connection)
         for i, group in enumerate(groups):
             settings = bybit_connection.ConnectionSettings(
                 name=f"{stream}-{i}", stream=stream, url=url, subscriptions=tuple(group),
@@ -88,11 +120,11 @@ def build_connections(config: Config,
                 connect_timeout=bybit.connect_timeout_seconds,
                 backoff_max=bybit.reconnect_max_delay_seconds,
                 max_symbols_per_request=bybit.max_symbols_per_request,
-                api_key=creds.api_key.get() if stream == "private" and creds.api_key else None,
-                api_secret=(creds.api_secret.get()
-                            if stream == "private" and creds.api_secret else None),
+                api_key=creds.api_key.get() if private and creds.api_key else None,
+                api_secret=creds.api_secret.get() if private and creds.api_secret else None,
             )
-            out.append(bybit_connection.Connection(settings, on_event))
+            out.append(bybit_connection.Connection(settings, on_event,
+                                                   on_subscribe=on_subscribe))
     return out
 
 
@@ -101,7 +133,8 @@ def _init_metrics(config: Config) -> None:
     metrics.init_reason_children(
         streams={s.stream for s in subs},
         stream_topics={(s.stream, s.topic_id) for s in subs if s.stream != "private"},
-        private_connections=["private-0"] if any(s.stream == "private" for s in subs) else [],
+        private_connections=[f"{p}-0" for p in PRIVATE_STREAMS
+                             if any(s.stream == p for s in subs)],
         kafka_topics={config.kafka_topic(s) for s in subs} | {config.kafka.dead_letter_topic})
     age_keys: list[tuple[str, str, str]] = []
     for sub in config.subscriptions:
@@ -110,7 +143,7 @@ def _init_metrics(config: Config) -> None:
         metrics.subscriptions_active.labels(sub.stream, sub.topic_id)
         metrics.frames_received_total.labels(sub.stream, sub.topic_id)
         metrics.records_produced_total.labels(config.kafka_topic(sub))
-        if sub.stream != "private":
+        if sub.stream not in PRIVATE_STREAMS:
             age_keys += [(sub.stream, sub.topic_id, s) for s in sub.symbols]
         else:
             age_keys.append((sub.stream, sub.topic_id, ""))
@@ -140,11 +173,21 @@ class Connector:
         self.sink = KafkaSink(self.config.kafka)
         routes = build_routes(self.config, serializer_factory(self.config))
         self.pipeline = Pipeline(routes, self.sink)
-        self.connections = build_connections(self.config, self.pipeline.handle)
+        self.connections = build_connections(self.config, self.pipeline.handle,
+                                             self.pipeline.expect_snapshot)
+        self.pipeline.resubscribe = self._resubscribe
         for conn in self.connections:
             conn.start()
         log.info("started: %d connections, %d routes", len(self.connections), len(routes))
         return self
+
+    def _resubscribe(self, stream: str, topic_id: str, symbol: str) -> None:
+        """Ask the connection that carries (topic_id, symbol) to resubscribe it."""
+        for conn in self.connections:
+            if conn.settings.stream == stream and conn.owns(topic_id, symbol):
+                conn.resubscribe(topic_id, symbol)
+                return
+        log.warning("no connection carries %s %s %s to resubscribe", stream, topic_id, symbol)
 
     def tick(self) -> None:
         """Called by the supervisor loop: liveness holds while every connection

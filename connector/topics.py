@@ -102,6 +102,17 @@ def topic_id(topic: str, interval: str | None = None, dump_scale: int | None = N
     return topic
 
 
+def v5_topic_id(topic: str, interval: str | None = None, depth: int | None = None) -> str:
+    """A v5 subscription's id, Bybit's topic without the symbol: ``orderbook.50``,
+    ``kline.1``, ``publicTrade``, ``order.spot``; used in metric labels and
+    Kafka topic names (``bybit.spot.v5.orderbook.50``)."""
+    if depth is not None:
+        return f"{topic}.{depth}"
+    if interval is not None:
+        return f"{topic}.{interval}"
+    return topic
+
+
 def topics_of(stream: str) -> list[str]:
     return [t.topic for t in TOPICS if t.stream == stream]
 

@@ -2,14 +2,25 @@
 
 A loop you can follow top to bottom: ``_run`` retries ``_session`` with
 backoff; ``_session`` connects, authenticates (private), subscribes, then
-reads with a short timeout whose tick also sends the ``{"ping"}`` heartbeat,
-checks pong freshness, ack timeouts and due retries. One thread per
-connection; ``stop()`` sets an event the loop checks every tick.
+reads with a short timeout whose tick also sends the ping heartbeat, checks
+pong freshness, ack timeouts, due retries and requested resubscribes. One
+thread per connection; ``stop()`` sets an event the loop checks every tick.
 
-``on_event`` is called on this thread for ``MarketData``, ``PrivateData`` and
-``Undecodable``. It must return within a bounded time (the sink bounds its
-backpressure wait to ``kafka.block_timeout_seconds``); the heartbeat is
-re-checked after every callback.
+The loop is the same for every stream; what differs between the legacy
+protocol and Bybit v5 (request and ping shapes, auth, ack matching, frame
+decoding) lives behind ``family.Family``.
+
+Reconnect policy: the first retry is immediate and the backoff grows only
+while attempts fail; a session that got fully subscribed (or stayed up for
+``healthy_after`` seconds) resets it, after an auth failure too. Every
+connect draws from a process-wide per-host budget (Bybit: 500 new
+connections per 5 minutes per host).
+
+``on_event`` is called on this thread for data events and ``Undecodable``.
+It must return within a bounded time (the sink bounds its backpressure wait
+to ``kafka.block_timeout_seconds``); the heartbeat is re-checked after every
+callback. ``on_subscribe(stream, pairs)`` is called before each subscribe
+request is sent, so the pipeline knows a fresh snapshot is due.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,21 +36,12 @@ from typing import Any
 import websocket
 
 from connector import metrics
-from connector.bybit import frames, protocol
 from connector.bybit.backoff import backoff, is_retryable
-from connector.bybit.events import (
-    Ack,
-    AuthResult,
-    Event,
-    MarketData,
-    Pong,
-    PrivateData,
-    ServerPing,
-    Stamp,
-    SubError,
-    Undecodable,
-)
+from connector.bybit.budget import SHARED, ConnectBudget
+from connector.bybit.events import AuthResult, Event, Pong, ServerPing, Stamp, Undecodable
+from connector.bybit.family import DataInfo, Family, Pair, family_for
 from connector.bybit.protocol import Request, Subscription
+from connector.bybit.subscriptions import Subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +66,11 @@ class ConnectionSettings:
     auth_retry_max: float = 300.0
     resubscribe_initial: float = 1.0
     resubscribe_max: float = 60.0
+    healthy_after: float = 30.0  # a session up this long counts as healthy (resets backoff)
     max_symbols_per_request: int = 20
     api_key: str | None = field(default=None, repr=False)
     api_secret: str | None = field(default=None, repr=False)
+    budget: ConnectBudget | None = field(default=None, repr=False, compare=False)
 
 
 class _Disconnect(Exception):
@@ -76,34 +81,29 @@ class _Disconnect(Exception):
         self.reason = reason
 
 
-@dataclass
-class _Pending:
-    request: Request
-    sent: float
-    attempt: int = 0
-
-
 class Connection:
     """A resilient subscription to one Bybit stream endpoint (see module doc)."""
 
-    def __init__(self, settings: ConnectionSettings, on_event: Callable[[Event], None]) -> None:
+    def __init__(self, settings: ConnectionSettings, on_event: Callable[[Event], None],
+                 family: Family | None = None,
+                 on_subscribe: Callable[[str, tuple[Pair, ...]], None] | None = None) -> None:
         self.settings = settings
         self.name = settings.name
         self._on_event = on_event
+        self._on_subscribe = on_subscribe
+        self.family = family or family_for(settings.stream, settings.max_symbols_per_request)
         self._stream: Any = settings.stream
+        self._budget = settings.budget or SHARED
+        self._host = urllib.parse.urlsplit(settings.url).netloc
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"ws-{settings.name}")
-        self._lock = threading.Lock()
         self._ws: websocket.WebSocket | None = None
         self.last_error: str | None = None
         self._up = False
-        # (topic_id, symbol) → "pending" | "active" | "failed"
-        self._state: dict[tuple[str, str], str] = {}
-        self._pending: list[_Pending] = []
-        self._retry_at: dict[Request, tuple[float, int]] = {}
-        per_request = settings.max_symbols_per_request
-        self._requests = [req for sub in settings.subscriptions
-                          for req in protocol.build_subscribe(sub, per_request)]
+        self._session_ok = False
+        self._subs = Subscriptions(settings.name, settings.stream, self.family,
+                                   settings.subscriptions, settings.ack_timeout,
+                                   settings.resubscribe_initial, settings.resubscribe_max)
         labels = (settings.stream, settings.name)
         self._m_up = metrics.connection_up.labels(*labels)
         self._m_rtt = metrics.heartbeat_rtt_seconds.labels(*labels)
@@ -111,6 +111,7 @@ class Connection:
         metrics.connects_total.labels(*labels)
         metrics.reconnect_attempts_total.labels(*labels)
         metrics.pong_timeouts_total.labels(*labels)
+        metrics.connect_budget_waits_total.labels(*labels)
         for reason in metrics.DISCONNECT_REASONS:
             metrics.disconnects_total.labels(*labels, reason)
         self._frame_metrics: dict[str, tuple[Any, Any, Any]] = {}
@@ -123,15 +124,23 @@ class Connection:
 
     @property
     def all_subscribed(self) -> bool:
-        """Every configured (topic, symbol) acknowledged (private: authenticated)."""
-        if self._stream == "private":
+        """Every configured (topic, symbol) acknowledged (legacy private: authenticated)."""
+        if self.family.auth_subscribes:
             return self._up
-        with self._lock:
-            return bool(self._state) and all(s == "active" for s in self._state.values())
+        return self._subs.all_active()
 
-    def subscription_states(self) -> dict[tuple[str, str], str]:
-        with self._lock:
-            return dict(self._state)
+    def subscription_states(self) -> dict[Pair, str]:
+        """(topic_id, symbol) → ``pending`` | ``active`` | ``failed``."""
+        return self._subs.states()
+
+    def owns(self, topic_id: str, symbol: str) -> bool:
+        """Whether this connection carries the subscription (topic_id, symbol)."""
+        return (topic_id, symbol) in self._subs.pairs
+
+    def resubscribe(self, topic_id: str, symbol: str) -> None:
+        """Restart one topic's stream (unsubscribe, then subscribe: a fresh
+        snapshot follows). Thread-safe; done on the connection's next tick."""
+        self._subs.resubscribe((topic_id, symbol))
 
     def start(self) -> Connection:
         self._thread.start()
@@ -149,20 +158,22 @@ class Connection:
 
     # -- the loop ------------------------------------------------------------------
 
+    def _normal(self) -> Iterator[float]:
+        return backoff(self.settings.backoff_initial, self.settings.backoff_max)
+
     def _run(self) -> None:
         s = self.settings
-        delays: Iterator[float] = backoff(s.backoff_initial, s.backoff_max)
+        delays = self._normal()
         first = True
         while not self._stop.is_set():
             if not first:
                 metrics.reconnect_attempts_total.labels(s.stream, s.name).inc()
             first = False
             reason = "network_error"
+            self._session_ok = False
             try:
-                subscribed = self._session()
+                self._session()
                 reason = "shutdown"
-                if subscribed:
-                    delays = backoff(s.backoff_initial, s.backoff_max)
             except _Disconnect as exc:
                 reason = exc.reason
                 self.last_error = f"{reason}: {exc}"
@@ -181,6 +192,8 @@ class Connection:
                 self._close(reason)
             if self._stop.is_set():
                 break
+            if self._session_ok:  # a healthy session ends any failure schedule
+                delays = self._normal()
             delay = next(delays)
             log.warning("%s: disconnected (%s); reconnecting in %.1f s", self.name,
                         self.last_error or reason, delay)
@@ -188,9 +201,23 @@ class Connection:
             self._stop.wait(delay)
         metrics.reconnect_backoff_seconds.labels(s.stream, s.name).set(0)
 
-    def _session(self) -> bool:
+    def _wait_for_budget(self) -> None:
+        """Bybit caps new connections per host; wait (stop-aware) for room."""
+        s = self.settings
+        while not self._stop.is_set():
+            wait = self._budget.reserve(self._host)
+            if wait <= 0:
+                return
+            metrics.connect_budget_waits_total.labels(s.stream, s.name).inc()
+            log.warning("%s: connection budget for %s used up; waiting %.1f s", s.name,
+                        self._host, wait)
+            self._stop.wait(min(wait, 5.0))
+        raise _Disconnect("shutdown")
+
+    def _session(self) -> None:
         """One connection's life. Returns when stopped; raises on failure."""
         s = self.settings
+        self._wait_for_budget()
         # skip_utf8_validation: websocket-client validates text frames in pure Python
         # (~120 us a frame, most of the client's CPU when profiled); the decoder's
         # json.loads validates UTF-8 anyway and dead-letters what is not.
@@ -200,24 +227,28 @@ class Connection:
         ws.settimeout(s.read_timeout)
         metrics.connects_total.labels(s.stream, s.name).inc()
         log.info("%s: connected to %s", s.name, s.url)
-        if self._stream == "private":
+        if self.family.needs_auth:
             self._authenticate(ws)
         self._set_up(True)
-        self._subscribe_all(ws)
+        up_since = time.monotonic()
+        self._send_all(ws, self._subs.start())
         next_ping = time.monotonic()
-        ping_out: tuple[int, float] | None = None  # (ms sent, monotonic sent)
+        ping_sent: float | None = None  # monotonic time of the oldest unanswered ping
         while not self._stop.is_set():
             now = time.monotonic()
-            if ping_out is not None and now - ping_out[1] > s.pong_timeout:
+            if ping_sent is not None and now - ping_sent > s.pong_timeout:
                 metrics.pong_timeouts_total.labels(s.stream, s.name).inc()
                 raise _Disconnect("pong_timeout", f"no pong within {s.pong_timeout:.1f} s")
             if now >= next_ping:
-                ms = time.time_ns() // 1_000_000
-                ws.send(protocol.build_ping(ms))
-                if ping_out is None:
-                    ping_out = (ms, now)
+                ws.send(self.family.ping(time.time_ns() // 1_000_000))
+                if ping_sent is None:
+                    ping_sent = now
                 next_ping = now + s.ping_interval
-            self._check_acks(ws, now)
+            if not self._session_ok and (self.all_subscribed
+                                         or now - up_since >= s.healthy_after):
+                self._session_ok = True
+            self._send_all(ws, self._subs.tick())
+            self._do_resubscribes(ws)
             try:
                 opcode, data = ws.recv_data()
             except websocket.WebSocketTimeoutException:
@@ -225,22 +256,21 @@ class Connection:
             stamp = Stamp(time.time_ns() // 1_000_000, time.monotonic_ns())
             if opcode == websocket.ABNF.OPCODE_CLOSE:
                 raise websocket.WebSocketConnectionClosedException("close frame received")
-            event = frames.decode(data, self._stream, stamp,
-                                  binary=opcode == websocket.ABNF.OPCODE_BINARY)
+            event = self.family.decode(data, stamp, opcode == websocket.ABNF.OPCODE_BINARY)
             if isinstance(event, Pong):
-                if ping_out is not None and event.ts == ping_out[0]:
-                    self._m_rtt.observe(time.monotonic() - ping_out[1])
-                    ping_out = None
+                # Any pong answers our oldest ping: Bybit's carries its own clock, not
+                # an echo of ours. RTT is measured from our send.
+                if ping_sent is not None:
+                    self._m_rtt.observe(time.monotonic() - ping_sent)
+                    ping_sent = None
             else:
                 self._handle(ws, event)
-        return self.all_subscribed
 
     def _authenticate(self, ws: websocket.WebSocket) -> None:
         s = self.settings
         if not s.api_key or not s.api_secret:
             raise _Disconnect("auth_failed", "no API credentials configured")
-        expires = time.time_ns() // 1_000_000 + 10_000
-        ws.send(protocol.build_auth(s.api_key, s.api_secret, expires))
+        ws.send(self.family.auth(s.api_key, s.api_secret))  # a fresh expires every time
         deadline = time.monotonic() + s.auth_timeout
         while time.monotonic() < deadline and not self._stop.is_set():
             try:
@@ -254,8 +284,9 @@ class Connection:
             if opcode == websocket.ABNF.OPCODE_CLOSE:
                 metrics.auth_failures_total.labels(s.name, "closed_after_auth").inc()
                 raise _Disconnect("auth_failed", "server closed the connection after auth")
-            event = frames.decode(data, self._stream, Stamp(time.time_ns() // 1_000_000,
-                                                            time.monotonic_ns()))
+            event = self.family.decode(data, Stamp(time.time_ns() // 1_000_000,
+                                                   time.monotonic_ns()),
+                                       opcode == websocket.ABNF.OPCODE_BINARY)
             if isinstance(event, AuthResult):
                 if event.success:
                     log.info("%s: authenticated", s.name)
@@ -264,7 +295,8 @@ class Connection:
                 log.error("%s: authentication rejected by the server (%s); check the API key "
                           "and secret; retrying slowly", s.name, event.detail)
                 raise _Disconnect("auth_failed", f"auth rejected: {event.detail}")
-            self._handle(ws, event)
+            if not isinstance(event, Pong):
+                self._handle(ws, event)
         if self._stop.is_set():
             raise _Disconnect("shutdown")
         metrics.auth_failures_total.labels(s.name, "timeout").inc()
@@ -272,148 +304,57 @@ class Connection:
 
     # -- subscriptions ----------------------------------------------------------
 
-    def _subscribe_all(self, ws: websocket.WebSocket) -> None:
-        with self._lock:
-            self._pending.clear()
-            self._retry_at.clear()
-            for sub in self.settings.subscriptions:
-                for pair in sub.pairs():
-                    self._state[pair] = "pending"
-        if self._stream == "private":  # auth subscribes to every private topic at once
-            self._activate(tuple((sub.topic_id, "") for sub in self.settings.subscriptions))
-        for request in self._requests:
-            self._send_request(ws, request, 0)
+    def _send_all(self, ws: websocket.WebSocket, sends: list[tuple[Request, int]]) -> None:
+        for request, attempt in sends:
+            if self._on_subscribe is not None:
+                self._on_subscribe(self.settings.stream, request.pairs)
+            ws.send(request.text)
+            self._subs.sent(request, attempt)
 
-    def _send_request(self, ws: websocket.WebSocket, request: Request, attempt: int) -> None:
-        ws.send(request.text)
-        with self._lock:
-            self._pending.append(_Pending(request, time.monotonic(), attempt))
-
-    def _check_acks(self, ws: websocket.WebSocket, now: float) -> None:
-        s = self.settings
-        expired = []
-        with self._lock:
-            for p in self._pending:
-                if now - p.sent > s.ack_timeout:
-                    expired.append(p)
-            for p in expired:
-                self._pending.remove(p)
-            due = [(r, a) for r, (t, a) in self._retry_at.items() if t <= now]
-            for r, _ in due:
-                del self._retry_at[r]
-        for p in expired:
-            if all(self._state.get(pair) == "active" for pair in p.request.pairs):
-                continue  # data arrived (implicit ack); the ack itself was lost
-            log.warning("%s: no ack for %s within %.1f s; retrying", s.name, p.request.text,
-                        s.ack_timeout)
-            self._failed(p, "ack_timeout")
-        for request, attempt in due:
-            self._send_request(ws, request, attempt)
-
-    def _failed(self, pending: _Pending, reason: str) -> None:
-        s = self.settings
-        request = pending.request
-        delay = min(s.resubscribe_max, s.resubscribe_initial * 2 ** pending.attempt)
-        with self._lock:
-            for pair in request.pairs:
-                if self._state.get(pair) == "active":
-                    metrics.subscriptions_active.labels(self._stream, pair[0]).dec()
-                self._state[pair] = "failed"
-            self._retry_at[request] = (time.monotonic() + delay, pending.attempt + 1)
-        metrics.subscription_failures_total.labels(self._stream, request.pairs[0][0],
-                                                   reason).inc()
-
-    def _acked(self, pending: _Pending) -> None:
-        metrics.subscription_ack_seconds.labels(self._stream).observe(
-            time.monotonic() - pending.sent)
-        self._activate(pending.request.pairs)
-
-    def _activate(self, pairs: tuple[tuple[str, str], ...]) -> None:
-        with self._lock:
-            for pair in pairs:
-                if self._state.get(pair) != "active":
-                    self._state[pair] = "active"
-                    metrics.subscriptions_active.labels(self._stream, pair[0]).inc()
-
-    def _match(self, topic: str | None, symbol: str | None) -> _Pending | None:
-        """The pending request an ack or error names, else the oldest one."""
-        with self._lock:
-            for p in self._pending:
-                req = p.request
-                if topic is not None and req.topic != topic:
-                    continue
-                if symbol is not None and ",".join(s for _, s in req.pairs) != symbol:
-                    continue
-                self._pending.remove(p)
-                return p
-            if topic is None and symbol is None and self._pending:
-                return self._pending.pop(0)
-        return None
+    def _do_resubscribes(self, ws: websocket.WebSocket) -> None:
+        texts, sends = self._subs.take_resubscribes()
+        for text in texts:
+            ws.send(text)
+        self._send_all(ws, sends)
 
     # -- frames ------------------------------------------------------------------
 
-    def _handle(self, ws: websocket.WebSocket, event: Event) -> None:
+    def _handle(self, ws: websocket.WebSocket, event: Any) -> None:
         s = self.settings
-        if isinstance(event, MarketData):
-            self._count(event, event.topic, frames.market_topic_id(event), event.symbol)
-        elif isinstance(event, PrivateData):
-            for e in event.events:
-                self._count(event, str(e.get("e"))[:40], str(e.get("e"))[:40], "")
+        info = self.family.data(event)
+        if info is not None:
+            self._count(event, info)
         elif isinstance(event, ServerPing):
-            ws.send(protocol.build_pong(event.ts))
+            ws.send(self.family.pong(event.ts))
             metrics.server_pings_total.labels(s.stream, s.name).inc()
             return
-        elif isinstance(event, Ack):
-            pending = self._match(event.topic, event.symbol)
-            if pending is None:
-                log.info("%s: ack for nothing pending: %s %s", s.name, event.topic, event.symbol)
-            elif event.ok:
-                self._acked(pending)
-            else:
-                log.error("%s: subscribe %s rejected: code %s: %s", s.name,
-                          pending.request.text, event.code, event.msg)
-                self._failed(pending, "error_ack")
-            return
-        elif isinstance(event, SubError):
-            pending = self._match(event.topic, event.symbol)
-            log.error("%s: server error code %s: %s (for %s)", s.name, event.code, event.msg,
-                      pending.request.text if pending else "no pending request")
-            if pending is not None:
-                self._failed(pending, "error_ack")
+        elif (ack := self.family.ack(event)) is not None:
+            self._send_all(ws, self._subs.on_ack(ack))
             return
         elif isinstance(event, Undecodable):
             metrics.undecodable_frames_total.labels(s.stream, event.reason).inc()
             log.warning("%s: undecodable frame (%s): %s", s.name, event.reason, event.detail)
-        elif isinstance(event, AuthResult | Pong):
+        else:  # AuthResult, Pong: nothing for the pipeline
             return
         try:
             self._on_event(event)
         except Exception:
             log.exception("%s: event handler failed", s.name)
 
-    def _count(self, event: MarketData | PrivateData, topic: str, topic_id: str,
-               symbol: str) -> None:
-        children = self._frame_metrics.get(topic_id)
-        if children is None:
-            children = (metrics.frames_received_total.labels(self._stream, topic_id),
-                        metrics.received_bytes_total.labels(self._stream, topic_id),
-                        metrics.send_lag_seconds.labels(self._stream, topic_id))
-            self._frame_metrics[topic_id] = children
-        children[0].inc()
-        children[1].inc(event.size)
-        if isinstance(event, MarketData):
-            if event.send_time_ms is not None:
-                children[2].observe(max(0.0, (event.stamp.wall_ms - event.send_time_ms) / 1000))
-            if self._state.get((topic_id, symbol)) != "active":
-                self._implicit_ack(topic_id, symbol)
-        metrics.last_message_age.touch(self._stream, topic_id, symbol)
-
-    def _implicit_ack(self, topic_id: str, symbol: str) -> None:
-        if (topic_id, symbol) not in self._state:
-            return
-        log.info("%s: data for %s %s before its ack; treating it as subscribed", self.name,
-                 topic_id, symbol)
-        self._activate(((topic_id, symbol),))
+    def _count(self, event: Any, info: DataInfo) -> None:
+        for topic_id, symbol in info.pairs:
+            children = self._frame_metrics.get(topic_id)
+            if children is None:
+                children = (metrics.frames_received_total.labels(self._stream, topic_id),
+                            metrics.received_bytes_total.labels(self._stream, topic_id),
+                            metrics.send_lag_seconds.labels(self._stream, topic_id))
+                self._frame_metrics[topic_id] = children
+            children[0].inc()
+            children[1].inc(event.size)
+            if info.send_time_ms is not None:
+                children[2].observe(max(0.0, (event.stamp.wall_ms - info.send_time_ms) / 1000))
+            self._subs.on_data(topic_id, symbol)
+            metrics.last_message_age.touch(self._stream, topic_id, symbol)
 
     # -- teardown ----------------------------------------------------------------
 
@@ -424,12 +365,7 @@ class Connection:
     def _close(self, reason: str) -> None:
         was_up = self._ws is not None
         self._set_up(False)
-        with self._lock:
-            for pair, state in self._state.items():
-                if state == "active":
-                    metrics.subscriptions_active.labels(self._stream, pair[0]).dec()
-                self._state[pair] = "pending"
-            self._pending.clear()
+        self._subs.close()
         if self._ws is not None:
             try:
                 self._ws.close(timeout=1)

@@ -59,7 +59,9 @@ class SubError:
 
 @dataclass(frozen=True, slots=True)
 class Pong:
-    """Answer to our ``{"ping": ms}``; ``ts`` echoes the ms we sent."""
+    """Answer to our ping. ``ts`` is the server's clock in ms where the pong
+    carries one (legacy ``{"pong": ms}``, v5 private ``args[0]``), else 0; it
+    is not an echo of ours, so any pong answers the oldest outstanding ping."""
 
     ts: int
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connector.bybit.events import Stream
-from connector.topics import topic_id
+from connector.topics import V5_STREAMS, topic_id, v5_topic_id
 
 ENDPOINTS: dict[str, dict[str, str]] = {
     "mainnet": {
@@ -44,6 +44,7 @@ class Subscription:
     interval: str | None = None
     dump_scale: int | None = None
     binary: bool = False
+    depth: int | None = None  # v5 orderbook
 
     @property
     def wire_topic(self) -> str:
@@ -55,6 +56,8 @@ class Subscription:
     @property
     def topic_id(self) -> str:
         """Topic plus parameter, as used in metrics and Kafka topic names."""
+        if self.stream in V5_STREAMS:
+            return v5_topic_id(self.topic, self.interval, self.depth)
         return topic_id(self.topic, self.interval, self.dump_scale)
 
     def pairs(self) -> list[tuple[str, str]]:
@@ -67,8 +70,9 @@ class Request:
     """One subscribe message and the (topic_id, symbol) pairs it covers."""
 
     text: str
-    topic: str  # wire topic, as the ack names it
+    topic: str  # wire topic, as the ack names it (v5: the op)
     pairs: tuple[tuple[str, str], ...]
+    req_id: str | None = None  # v5: acks are matched by it
 
 
 def _dumps(obj: Any) -> str:

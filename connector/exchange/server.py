@@ -302,7 +302,7 @@ class ExchangeServer:
             client.last_ping = time.monotonic()
             self.counters["pings"] += 1
             if time.monotonic() >= self._pong_blackout_until:
-                await client.conn.send(dumps({"pong": msg["ping"]}))
+                await client.conn.send(dumps({"pong": now_ms()}))  # its own clock, as Bybit
             return
         if "pong" in msg:
             self.server_pongs.append(msg["pong"])

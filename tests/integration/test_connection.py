@@ -276,3 +276,70 @@ def test_unreachable_server_backs_off_without_blocking_stop() -> None:
     started = time.monotonic()
     conn.stop()
     assert time.monotonic() - started < 2 and not conn.is_alive()
+
+
+def _reconnect_times(exchange: ExchangeServer, conn: Connection, stream: str,
+                     drops: int) -> list[float]:
+    """Drop the connection ``drops`` times, each after it is fully subscribed;
+    return the seconds from each drop to the next fully subscribed session."""
+    times = []
+    for _ in range(drops):
+        wait_for(lambda: conn.all_subscribed, timeout=60)
+        connects = metric("bybit_connector_connects_total", stream=stream, connection=conn.name)
+        assert exchange.drop(stream) == 1
+        dropped_at = time.monotonic()
+        wait_for(lambda n=connects: metric("bybit_connector_connects_total", stream=stream,
+                                           connection=conn.name) > n, timeout=60)
+        times.append(time.monotonic() - dropped_at)
+    return times
+
+
+def test_backoff_resets_after_a_healthy_session(exchange: ExchangeServer) -> None:
+    """Each drop after a fully subscribed session reconnects at once; the
+    backoff grows only while attempts fail (production backoff settings)."""
+    conn, _ = connect(exchange, "v1", [Subscription("v1", "trade", ("BTCUSDT",))],
+                      backoff_initial=0.5, backoff_max=30.0)
+    try:
+        times = _reconnect_times(exchange, conn, "v1", 10)
+        print("reconnect after drop (s):", " ".join(f"{t:.2f}" for t in times))
+        assert max(times) < 1.0, times
+    finally:
+        conn.stop()
+
+
+def test_pong_with_the_servers_own_time_is_accepted(exchange: ExchangeServer) -> None:
+    """The exchange answers ping 1535975085052 with its own clock (not an echo);
+    any pong counts, so no connection is recycled by pong timeout."""
+    conn, _ = connect(exchange, "v2", [Subscription("v2", "bookTicker", ("BTCUSDT",))],
+                      ping_interval=0.1, pong_timeout=0.5)
+    try:
+        wait_for(lambda: conn.all_subscribed)
+        pings = exchange.counters["pings"]
+        time.sleep(2.0)
+        assert exchange.counters["pings"] - pings >= 5
+        assert metric("bybit_connector_pong_timeouts_total", stream="v2",
+                      connection=conn.name) == 0
+        assert metric("bybit_connector_heartbeat_rtt_seconds_count", stream="v2",
+                      connection=conn.name) >= 5
+    finally:
+        conn.stop()
+
+
+def test_after_an_auth_failure_a_healthy_session_restores_the_normal_schedule(
+        exchange: ExchangeServer) -> None:
+    """Auth failures retry on the slow schedule; once a session succeeds, a
+    plain drop reconnects at once again."""
+    exchange.fail_auth("reject")
+    conn, _ = connect(exchange, "private", [Subscription("private", "ticketInfo")],
+                      api_key="demo-key", api_secret="demo-secret",
+                      auth_retry_initial=3.0, auth_retry_max=6.0,
+                      backoff_initial=0.5, backoff_max=30.0)
+    try:
+        wait_for(lambda: metric("bybit_connector_auth_failures_total", connection=conn.name,
+                                reason="rejected") >= 1)
+        exchange.fail_auth(None)
+        times = _reconnect_times(exchange, conn, "private", 3)
+        print("reconnect after drop (s):", " ".join(f"{t:.2f}" for t in times))
+        assert max(times) < 1.0, times
+    finally:
+        conn.stop()

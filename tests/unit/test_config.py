@@ -194,7 +194,7 @@ def test_example_configs_load() -> None:
     config = load(ROOT / "config.yaml", env={})
     assert config.bybit.network == "mainnet"
     assert [config.kafka_topic(s) for s in config.subscriptions][:2] == [
-        "bybit.spot.v1.trade", "bybit.spot.v1.kline_1m"]
+        "bybit.spot.v5.orderbook.50", "bybit.spot.v5.publicTrade"]
     demo = load(ROOT / "scripts" / "demo-config.yaml",
                 env={"BYBIT_API_KEY": "k", "BYBIT_API_SECRET": "s"})
     assert {s.stream for s in demo.subscriptions} == {"v1", "v2", "private"}
@@ -260,8 +260,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_cli_validate_prints_the_plan() -> None:
     result = run_cli("validate", "--config", "config.yaml")
     assert result.returncode == 0, result.stderr
-    assert "bybit.spot.v1.kline_1m" in result.stdout
-    assert "connections v1: 1, v2: 1" in result.stdout
+    assert "bybit.spot.v5.kline.1" in result.stdout
+    assert "connections v5: 1" in result.stdout
 
 
 def test_cli_validate_bad_config_exits_2(tmp_path: Path) -> None:
