@@ -330,8 +330,8 @@ class V5Exchange(V5Controls):
             return self.settings.args_budget_message
         if not public:
             whole = {t for t in args if t in PRIVATE_STREAMS}
-            split = {t for t in args if t.rsplit(".", 1)[0] in PRIVATE_STREAMS
-                     and t.rsplit(".", 1)[1] in CATEGORIES}
+            split = {t for t in args if t.rpartition(".")[0] in PRIVATE_STREAMS
+                     and t.rpartition(".")[2] in CATEGORIES}
             if whole and split:
                 return "error:all-in-one and categorised topics in one request"
         return None
