@@ -40,6 +40,17 @@ class Order:
     status: str = "New"
 
 
+def private_frame(stream: str, topic: str, rows: list[dict[str, Any]], msg_id: str | None,
+                  created: int) -> dict[str, Any]:
+    """One private push; envelope key order as Bybit's (and the samples): fast
+    executions have no ``id``, executions put ``topic`` before ``id``."""
+    if stream == "execution.fast":
+        return {"topic": topic, "creationTime": created, "data": rows}
+    if stream == "execution":
+        return {"topic": topic, "id": msg_id, "creationTime": created, "data": rows}
+    return {"id": msg_id, "topic": topic, "creationTime": created, "data": rows}
+
+
 class SpotAccount:
     """Orders, fills and balances of one UNIFIED account (BTCUSDT)."""
 
