@@ -448,6 +448,8 @@ def test_frames_sent_are_recorded_per_connection(exchange: ExchangeServer,
     c.collect(0.8)
     sent = exchange.v5.sent_frames(conn_id=ack["conn_id"])
     assert sent and sent == c.data("orderbook.200.BTCUSDT")[:len(sent)]
+    legacy_view = exchange.sent_frames("v5")  # the server-wide record has v5 data too
+    assert all(f in legacy_view for f in sent[-3:])
     everything = exchange.v5.sent_frames(conn_id=ack["conn_id"], data_only=False)
     assert everything[0] == ack
     stats = exchange.v5.stats()
@@ -480,8 +482,10 @@ def test_gap_and_restart_controls(exchange: ExchangeServer, clients: list[Client
     u, bids, asks = list(rebuild(after))[-1]
     assert exchange.v5.book_at("SOLUSDT", 50, u) == (as_levels(bids, True),
                                                      as_levels(asks, False))
-    with urllib.request.urlopen(exchange.url.replace("ws:", "http:")
-                                + "/control/v5/gap?symbol=SOLUSDT&depth=50", timeout=5) as r:
+    base = exchange.url.replace("ws:", "http:") + "/control/v5/"
+    with urllib.request.urlopen(base + f"book?symbol=SOLUSDT&depth=50&u={u}", timeout=5) as r:
+        assert json.load(r)["result"] == {"b": as_levels(bids, True), "a": as_levels(asks, False)}
+    with urllib.request.urlopen(base + "gap?symbol=SOLUSDT&depth=50", timeout=5) as r:
         assert json.load(r)["result"] == 1
 
 
