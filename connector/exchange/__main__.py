@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m connector.exchang
                                "|silent, /control/server_ping, /control/stats), and Bybit v5 "
                                "spot on the same port: /v5/public/spot and /v5/private "
                                "(same key; controls /control/v5/<action> with action gap, "
-                               "restart, resend_l1, reject_subscribe, fail_auth, close_idle, "
-                               "drop, pause, resume, stats, book).")
+                               "restart, duplicate, resnapshot, resend_l1, reject_subscribe, "
+                               "fail_auth, close_idle, drop, pause, resume, stats, book).")
     parser.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
     parser.add_argument("--port", type=int, default=8765, help="default: 8765 (0: any free)")
     parser.add_argument("--api-key", default="demo-key", help="key the private stream accepts")

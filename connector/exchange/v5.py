@@ -37,7 +37,9 @@ documents it (see ``tests/samples/v5``):
 Fault controls (HTTP GET ``/control/v5/<action>`` on the same port; the same
 names as methods of ``ExchangeServer.v5``): ``gap?symbol=&depth=`` (the next
 update of the matching books is applied but never sent), ``restart?symbol=
-&depth=`` (fresh book, snapshot with ``u=1``), ``resend_l1?symbol=``,
+&depth=`` (fresh book, snapshot with ``u=1``), ``duplicate?symbol=&depth=``
+(the last delta again), ``resnapshot?symbol=&depth=`` (a snapshot at the
+current ``u``), ``resend_l1?symbol=``,
 ``reject_subscribe?count=N``, ``fail_auth?mode=reject|close|silent|none``,
 ``close_idle?seconds=S`` (drop connections idle for S s now), ``drop?stream=
 v5|v5-private|/v5/public/spot|/v5/private``, ``pause``, ``resume``, ``stats``,

@@ -63,6 +63,10 @@ class V5Controls:
             return self._gap(symbol, depth, int(q.get("count", "1")))
         if action == "restart":
             return self._restart(symbol, depth)
+        if action == "duplicate":
+            return self._duplicate(symbol, depth)
+        if action == "resnapshot":
+            return self._resnapshot(symbol, depth)
         if action == "resend_l1":
             return self._resend_l1(symbol)
         if action == "reject_subscribe":
@@ -96,6 +100,16 @@ class V5Controls:
         feeds = self.feeds.book_feeds(symbol, depth)
         for f in feeds:
             self.feeds.restart(f)
+        return len(feeds)
+
+    def _duplicate(self, symbol: str | None, depth: str | None) -> int:
+        return sum(self.feeds.duplicate(f) for f in self.feeds.book_feeds(symbol, depth)
+                   if f.subscribers)
+
+    def _resnapshot(self, symbol: str | None, depth: str | None) -> int:
+        feeds = [f for f in self.feeds.book_feeds(symbol, depth) if f.subscribers]
+        for f in feeds:
+            self.feeds.resnapshot(f)
         return len(feeds)
 
     def _resend_l1(self, symbol: str | None) -> int:
@@ -163,6 +177,15 @@ class V5Controls:
     def restart(self, symbol: str | None = None, depth: int | str | None = None) -> int:
         """Fresh books sent as ``u=1`` snapshots now (their history restarts)."""
         return self._run(lambda: self._restart(symbol, None if depth is None else str(depth)))
+
+    def duplicate(self, symbol: str | None = None, depth: int | str | None = None) -> int:
+        """Send the last delta of the matching books once more (a duplicate ``u``)."""
+        return self._run(lambda: self._duplicate(symbol, None if depth is None else str(depth)))
+
+    def resnapshot(self, symbol: str | None = None, depth: int | str | None = None) -> int:
+        """Send the matching books' snapshot at their current ``u`` now."""
+        return self._run(lambda: self._resnapshot(symbol,
+                                                  None if depth is None else str(depth)))
 
     def resend_l1(self, symbol: str | None = None) -> int:
         """Re-send the current level-1 snapshot (same ``u``) now."""

@@ -87,6 +87,7 @@ class Feed:
     seq: int = 0
     cts: int = 0
     last_frame: dict[str, Any] | None = None  # level 1: what a resend repeats
+    last_delta: dict[str, Any] | None = None  # what a duplicate fault repeats
     last_sent: float = 0.0
     gaps_pending: int = 0
     skipped: list[int] = field(default_factory=list)  # u values never sent (gap faults)
@@ -182,8 +183,9 @@ class Feeds:
             feed.last_sent = now
             self.broadcast(feed, feed.last_frame)
         else:
-            self.broadcast(feed, self.market.book_frame(
-                feed.spec.topic, book, "delta", update.bids, update.asks, feed.seq, feed.cts))
+            feed.last_delta = self.market.book_frame(
+                feed.spec.topic, book, "delta", update.bids, update.asks, feed.seq, feed.cts)
+            self.broadcast(feed, feed.last_delta)
 
     # -- faults ------------------------------------------------------------------------
 
@@ -194,6 +196,17 @@ class Feeds:
             feed.last_frame = self.snapshot(feed)
         feed.last_sent = time.monotonic()
         self.broadcast(feed, {**feed.last_frame, "ts": now_ms()})
+
+    def duplicate(self, feed: Feed) -> bool:
+        """Send the last delta again (same ``u``): a stale duplicate for clients."""
+        if feed.last_delta is None:
+            return False
+        self.broadcast(feed, feed.last_delta)
+        return True
+
+    def resnapshot(self, feed: Feed) -> None:
+        """A snapshot at the current ``u``, as Bybit sends when it resyncs itself."""
+        self.broadcast(feed, self.snapshot(feed))
 
     def restart(self, feed: Feed) -> None:
         """Bybit's service restart: a fresh book sent as a snapshot with ``u=1``."""

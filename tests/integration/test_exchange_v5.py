@@ -489,6 +489,29 @@ def test_gap_and_restart_controls(exchange: ExchangeServer, clients: list[Client
         assert json.load(r)["result"] == 1
 
 
+def test_duplicate_and_resnapshot_controls(exchange: ExchangeServer,
+                                          clients: list[Client]) -> None:
+    topic = "orderbook.200.XRPUSDT"
+    c = connect(clients, exchange)
+    assert c.reply({"op": "subscribe", "args": [topic]})["success"]
+    c.collect(0.5)
+    exchange.v5.pause()
+    try:
+        c.collect(0.3)
+        last = c.data(topic)[-1]
+        assert exchange.v5.duplicate("XRPUSDT", 200) == 1
+        assert c.recv() == last
+        assert exchange.v5.resnapshot("XRPUSDT", 200) == 1
+        snap = c.recv()
+        assert snap["type"] == "snapshot" and snap["data"]["u"] == last["data"]["u"]
+        u, bids, asks = list(rebuild(c.data(topic)[:-2]))[-1]
+        assert u == snap["data"]["u"]
+        assert (as_levels(bids, True), as_levels(asks, False)) == (snap["data"]["b"],
+                                                                   snap["data"]["a"])
+    finally:
+        exchange.v5.pause(False)
+
+
 def test_level_one_is_snapshot_only_and_resent_unchanged(clients: list[Client]) -> None:
     with server(l1_change_prob=0.0, l1_resend=0.3) as ex:
         c = connect(clients, ex)
