@@ -44,7 +44,14 @@ current ``u``), ``resend_l1?symbol=``,
 ``close_idle?seconds=S`` (drop connections idle for S s now), ``drop?stream=
 v5|v5-private|/v5/public/spot|/v5/private``, ``pause``, ``resume``, ``stats``,
 ``book?symbol=&depth=&u=``. The server-wide ``/control/drop``,
-``pong_blackout``, ``reject_subscribe`` and ``fail_auth`` apply to v5 too.
+``pong_blackout``, ``reject_subscribe`` and ``fail_auth`` apply to v5 too
+(and ``ExchangeServer.pause_feeds()`` pauses v5; ``v5.pause(False)`` resumes).
+
+Data: books, trades, tickers, klines and price limits (``v5_feeds``) at
+Bybit's spot push periods unless the server's ``rate`` forces one for all;
+the simulated account (``v5_private``) every ``private_interval`` s. Knobs
+live in ``V5Settings`` (``ExchangeServer(v5=V5Settings(...))``); ground truth
+for tests (``book_at``, ``sent_frames``, ``stats``) is in ``v5_control``.
 """
 
 from __future__ import annotations

@@ -628,6 +628,16 @@ def test_close_idle_now_and_drop_controls(exchange: ExchangeServer,
         assert json.load(r)["result"]["clients"]["v5"] >= 1
 
 
+@pytest.mark.parametrize("path", [PUBLIC, PRIVATE])
+def test_protocol_pings_are_answered(exchange: ExchangeServer, clients: list[Client],
+                                     path: str) -> None:
+    c = connect(clients, exchange, path)
+    c.ws.ping("are-you-there")
+    c.ws.settimeout(5)
+    frame = c.ws.recv_data_frame(control_frame=True)[1]
+    assert frame.opcode == websocket.ABNF.OPCODE_PONG and frame.data == b"are-you-there"
+
+
 def test_max_active_time_is_accepted_on_private(exchange: ExchangeServer,
                                                 clients: list[Client]) -> None:
     c = connect(clients, exchange, PRIVATE, "?max_active_time=1m")
