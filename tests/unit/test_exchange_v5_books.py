@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from connector.exchange.v5 import max_active, signature
 from connector.exchange.v5_books import Book, History, price_text
 from connector.exchange.v5_feeds import parse_public
+from connector.exchange.v5_private import SpotAccount
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
@@ -114,3 +116,38 @@ def test_price_text() -> None:
     assert price_text(12_195_840) == "121958.40"
     assert price_text(5) == "0.05"
     assert price_text(7, 0) == "7"
+
+
+def test_simulated_account_lifecycles() -> None:
+    """Every order: New first, fills add up to its qty when Filled; the rare
+    shapes (double Filled, cancels, multi-fill messages) all occur."""
+    account = SpotAccount(seed=5)
+    status: dict[str, list[str]] = {}
+    filled_qty: dict[str, Decimal] = {}
+    multi_fill = double = 0
+    exec_ids: set[str] = set()
+    qty: dict[str, Decimal] = {}
+    for _ in range(3000):
+        for stream, rows, msg_id in account.step():
+            assert rows and (msg_id is None) == (stream == "execution.fast")
+            if stream == "order":
+                row = rows[0]
+                status.setdefault(row["orderId"], []).append(row["orderStatus"])
+                qty[row["orderId"]] = Decimal(row["qty"])
+            elif stream == "execution":
+                multi_fill += len(rows) > 1
+                for r in rows:
+                    assert r["execId"] not in exec_ids
+                    exec_ids.add(r["execId"])
+                    filled_qty[r["orderId"]] = filled_qty.get(r["orderId"], Decimal(0)) + Decimal(
+                        r["execQty"])
+    finals = {s[-1] for s in status.values()}
+    assert {"Filled", "Cancelled", "PartiallyFilledCanceled"} <= finals | {"New"}
+    for order_id, seen in status.items():
+        assert seen[0] == "New"
+        double += seen[-2:] == ["Filled", "Filled"]
+        if seen[-1] == "Filled":
+            assert filled_qty[order_id] == qty[order_id]
+        elif seen[-1] == "PartiallyFilledCanceled":
+            assert 0 < filled_qty[order_id] < qty[order_id]
+    assert double > 0 and multi_fill > 0
