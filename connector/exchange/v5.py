@@ -16,10 +16,11 @@ documents it (see ``tests/samples/v5``):
   authorized`` (private subscribe before auth), and
   ``error:all-in-one and categorised topics in one request`` (``order`` with
   ``order.spot`` ...). Unsubscribing a topic that is not subscribed succeeds.
-* Args budget (public): every topic of every *accepted* subscribe request
-  costs ``len(topic)`` characters (JSON quotes and commas not counted);
-  unsubscribing refunds nothing; a request that would take the connection
-  past ``args_budget`` (21,000) fails as a whole.
+* Args budget (public), cumulative over the connection's requests: each
+  subscribed topic costs ``len(topic)`` characters (JSON quotes and commas
+  not counted); unsubscribing refunds it (``args_budget_refunds=False``:
+  never, every topic ever accepted counts); a subscribe request that would
+  take the connection past ``args_budget`` (21,000) fails as a whole.
 * Invalid JSON (or not an object): ``{"success":false,"ret_msg":"Failed to
   decode incoming data:readObjectStart: ...","conn_id","op":""}``; the socket
   stays open. Unknown op: ``error:invalid op``.
@@ -343,6 +344,8 @@ class V5Exchange(V5Controls):
             feed.task = asyncio.create_task(self._run_feed(feed))
 
     def _unsubscribe(self, c: V5Client, topic: str) -> None:
+        if topic in c.topics and c.stream == "v5" and self.settings.args_budget_refunds:
+            c.args_used -= len(topic)
         c.topics.pop(topic, None)
         spec = parse_public(topic) if c.stream == "v5" else None
         if spec is not None and spec.topic in self.feeds.feeds:

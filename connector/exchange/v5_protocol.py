@@ -40,6 +40,9 @@ class V5Settings:
     args_size_message: str = "args size >10"
     args_budget: int = 21_000
     args_budget_message: str = "error:args length exceeds 21000 characters per connection"
+    # True: the topics subscribed now count (unsubscribing refunds); False: every topic
+    # ever accepted on the connection counts (a resubscribe loop eventually fails).
+    args_budget_refunds: bool = True
     echo_req_id: bool = True
     l1_resend: float = 3.0  # level 1: resend the unchanged snapshot after this many s
     l1_change_prob: float = 0.5  # level 1: chance a push period changes the book

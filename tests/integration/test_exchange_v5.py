@@ -199,15 +199,23 @@ def test_more_than_ten_args_fail(exchange: ExchangeServer, clients: list[Client]
     assert c.reply({"op": "subscribe", "args": args[:10]})["success"] is True
 
 
-def test_args_budget_is_cumulative_per_connection(clients: list[Client]) -> None:
-    with server(args_budget=50, args_budget_message="budget spent") as ex:
+@pytest.mark.parametrize("refunds", [True, False])
+def test_args_budget_is_cumulative_per_connection(clients: list[Client], refunds: bool) -> None:
+    with server(args_budget=50, args_budget_message="budget spent",
+                args_budget_refunds=refunds) as ex:
         c = connect(clients, ex)
         # each topic costs its length: 15 + 15 + 15 = 45 of 50
         for sym in ("AAAUSDT", "BBBUSDT", "CCCUSDT"):
             assert c.reply({"op": "subscribe", "args": [f"kline.1.{sym}"]})["success"]
         assert c.reply({"op": "unsubscribe", "args": ["kline.1.AAAUSDT"]})["success"]
         ack = c.reply({"op": "subscribe", "args": ["kline.1.DDDUSDT"]})
-        assert ack["success"] is False and ack["ret_msg"] == "budget spent"  # no refund
+        if refunds:  # 30 subscribed now + 15
+            assert ack["success"] is True
+            ack = c.reply({"op": "subscribe", "args": ["kline.1.EEEUSDT"]})  # 45 + 15
+        assert ack["success"] is False and ack["ret_msg"] == "budget spent"
+        assert c.reply({"op": "unsubscribe", "args": ["kline.1.BBBUSDT"]})["success"]
+        again = c.reply({"op": "subscribe", "args": ["kline.1.EEEUSDT"]})
+        assert again["success"] is refunds
         other = connect(clients, ex)  # the budget is per connection
         assert other.reply({"op": "subscribe", "args": ["kline.1.DDDUSDT"]})["success"]
 
