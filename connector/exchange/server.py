@@ -5,6 +5,7 @@ itself and imports nothing of the connector's client, so a mistake in one
 shows up in the other.
 
 Paths: ``/spot/quote/ws/v1``, ``/spot/quote/ws/v2``, ``/spot/ws`` (private),
+Bybit v5 ``/v5/public/spot`` and ``/v5/private`` (``connector.exchange.v5``),
 and ``/control/<action>?...`` (plain HTTP GET) for fault injection from
 another process. Error frames it sends:
 
@@ -39,6 +40,7 @@ from websockets.http11 import Request, Response
 
 from connector.exchange.market import KLINE_SECONDS, DiffBook, Market, now_ms
 from connector.exchange.private import Account
+from connector.exchange.v5 import V5_PATHS, V5Exchange, V5Settings
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,8 @@ class ExchangeServer:
                  api_secret: str = "demo-secret", rate: float | None = None,
                  idle_timeout: float | None = 60.0, record_frames: int = 0,
                  compression: str = "gzip", private_interval: float = 1.0,
-                 trades_per_frame: int = 1, seed: int = 7) -> None:
+                 trades_per_frame: int = 1, seed: int = 7,
+                 v5: V5Settings | None = None) -> None:
         self.host, self.port = host, port
         self.api_key, self.api_secret = api_key, api_secret
         self.rate, self.idle_timeout = rate, idle_timeout
@@ -99,6 +102,7 @@ class ExchangeServer:
         self._ready = threading.Event()
         self._stopping: asyncio.Event | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
+        self.v5 = V5Exchange(self, v5 or V5Settings(), record_frames)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -132,6 +136,7 @@ class ExchangeServer:
             reaper.cancel()
             for client in list(self.clients):
                 client.conn.transport.abort()
+            self.v5.abort_all()
 
     def stop(self) -> None:
         if self._loop is not None and self._stopping is not None:
@@ -158,7 +163,7 @@ class ExchangeServer:
             victims = [c for c in self.clients if stream is None or c.stream == stream]
             for c in victims:
                 c.conn.transport.abort()
-            return len(victims)
+            return len(victims) + self.v5.drop_now(stream)
         return int(self._call(go))
 
     def pong_blackout(self, seconds: float) -> None:
@@ -197,6 +202,7 @@ class ExchangeServer:
                 for task in c.tasks.values():
                     task.cancel()
                 c.tasks.clear()
+            self.v5.paused = True
         self._call(go)
 
     def reject_next_subscribe(self, count: int = 1) -> None:
@@ -216,12 +222,14 @@ class ExchangeServer:
 
     def _http(self, conn: ServerConnection, request: Request) -> Response | None:
         url = urllib.parse.urlsplit(request.path)
-        if url.path in PATHS:
+        if url.path in PATHS or url.path in V5_PATHS:
             return None
         if not url.path.startswith("/control/"):
             return conn.respond(HTTPStatus.NOT_FOUND, "not found\n")
         q = dict(urllib.parse.parse_qsl(url.query))
         action = url.path.removeprefix("/control/")
+        if action.startswith("v5/"):
+            return self.v5.http(conn, action.removeprefix("v5/"), q)
         stream = q.get("stream")
         loop_actions = {"drop": lambda: self._drop_now(stream),
                         "garbage": lambda: self._schedule_garbage(q.get("kind", "text"), stream),
@@ -239,7 +247,7 @@ class ExchangeServer:
             result = "ok"
         elif action == "stats":
             result = {"clients": {s: self.client_count(s) for s in PATHS.values()},
-                      "counters": dict(self.counters)}
+                      "counters": dict(self.counters), "v5": self.v5.control("stats", {})}
         else:
             return conn.respond(HTTPStatus.NOT_FOUND, f"unknown action {action}\n")
         return conn.respond(HTTPStatus.OK, dumps({"ok": True, "result": result}) + "\n")
@@ -248,7 +256,7 @@ class ExchangeServer:
         victims = [c for c in self.clients if stream is None or c.stream == stream]
         for c in victims:
             c.conn.transport.abort()
-        return len(victims)
+        return len(victims) + self.v5.drop_now(stream)
 
     def _schedule_garbage(self, kind: str, stream: str | None) -> str:
         payloads: dict[str, str | bytes] = {"text": "{not json", "binary": b"\x00\xffgarbage",
@@ -272,6 +280,9 @@ class ExchangeServer:
 
     async def _handle(self, conn: ServerConnection) -> None:
         path = urllib.parse.urlsplit(conn.request.path if conn.request else "/")
+        if path.path in V5_PATHS:
+            await self.v5.handle(conn, path.path, path.query)
+            return
         client = Client(conn, PATHS[path.path])
         self.clients.add(client)
         self.counters[f"connections.{client.stream}"] += 1
