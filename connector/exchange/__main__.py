@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m connector.exchang
                         help="data frames per second per subscription (default: Bybit's "
                              "periods, 100-300 ms)")
     parser.add_argument("--trades-per-frame", type=int, default=1,
-                        help="new trades per v1 trade frame (default: 1)")
+                        help="new trades per symbol per market tick (default: 1)")
     parser.add_argument("--compression", choices=["gzip", "zlib", "deflate"], default="gzip",
                         help="codec of binary frames (default: gzip)")
     parser.add_argument("--private-interval", type=float, default=1.0,
