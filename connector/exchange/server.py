@@ -445,8 +445,10 @@ class ExchangeServer:
     async def _ticker(self) -> None:
         """Keep the market trading whether or not anyone is subscribed (like Bybit)."""
         period = self._period("v1", "trade")
-        while True:
-            await asyncio.sleep(period)
+        next_at = time.monotonic()
+        while True:  # on schedule, as the feeds: a busy loop catches up, not slows down
+            next_at += period
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             self.market.tick(self.trades_per_frame)
 
     def _frames(self, stream: str, topic: str, sym: Any, params: dict[str, Any], first: bool,
