@@ -19,7 +19,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m connector.exchang
                                "(GET /control/drop, /control/pong_blackout?seconds=N, "
                                "/control/garbage?kind=text|binary|unknown, "
                                "/control/reject_subscribe, /control/fail_auth?mode=reject|close"
-                               "|silent, /control/server_ping, /control/stats).")
+                               "|silent, /control/server_ping, /control/stats, "
+                               "/control/trades?symbol=X: every trade made on X).")
     parser.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
     parser.add_argument("--port", type=int, default=8765, help="default: 8765 (0: any free)")
     parser.add_argument("--api-key", default="demo-key", help="key the private stream accepts")
