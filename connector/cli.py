@@ -74,6 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("exchange", help="run a local Bybit-compatible exchange (demo, tests)",
                    add_help=False,
                    description="A local WebSocket server speaking Bybit's spot protocol.")
+    consume = sub.add_parser(
+        "consume", help="print what the connector wrote to a topic, as JSON lines",
+        description="Decode a Kafka topic the connector writes (plain Avro by the fingerprint "
+                    "header, Confluent framing via the registry, dead letters as headers + "
+                    "raw bytes) and print one JSON object per message.")
+    consume.add_argument("--topic", "-t", required=True, help="Kafka topic to read")
+    consume.add_argument("--bootstrap-servers", help="comma-separated brokers (default: the "
+                                                     "config's, else localhost:9092)")
+    consume.add_argument("--config", "-c", help="connector config: Kafka security, registry")
+    consume.add_argument("--from-beginning", action="store_true",
+                         help="start at the oldest message (default: only new ones)")
+    consume.add_argument("--max-messages", type=int, help="stop after N messages")
+    consume.add_argument("--timeout", type=float, help="stop after S seconds without a message")
+
     sub.add_parser("schema", help="print the JSON Schema of the config file",
                    description="Print the JSON Schema that config files are validated against.")
     return parser
@@ -140,6 +154,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(render(), end="")
         return EXIT_OK
+    if args.command == "consume":
+        from connector.dev.consume import run_consume
+
+        servers = args.bootstrap_servers.split(",") if args.bootstrap_servers else None
+        try:
+            return run_consume(args.topic, servers, args.config, args.from_beginning,
+                               args.max_messages, args.timeout, sys.stdout)
+        except ConfigError as exc:
+            print(f"error: {args.config}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     try:
         config = load(args.config)
     except ConfigError as exc:

@@ -4,9 +4,26 @@ A serializer is a callable object: the schema is parsed once in the
 constructor, each call only writes bytes. Two framings:
 
 * ``PlainAvroSerializer`` — schemaless Avro binary (no registry). The
-  schema's CRC-64-AVRO (Rabin) fingerprint of its Parsing Canonical Form goes
-  into the ``avro.schema.fingerprint`` header so a consumer can pick the right
-  ``.avsc`` from ``avro/``.
+  schema's fingerprint goes into the ``avro.schema.fingerprint`` header so a
+  consumer can pick the right ``.avsc`` from ``avro/`` (``bybit-kafka-connector
+  consume`` does). Its exact encoding: the 64-bit CRC-64-AVRO (Rabin)
+  fingerprint of the schema's Parsing Canonical Form as defined by the Avro
+  specification (``doc``, ``aliases``, ``default``, ``logicalType`` and the
+  ``"bybit"`` attributes stripped, so ``{"type": "long", "logicalType":
+  "timestamp-millis"}`` becomes ``"long"``), as its 8 bytes in
+  **little-endian** order, written as 16 lowercase hex digits in ASCII. That
+  is exactly Java Avro's ``SchemaNormalization.parsingFingerprint("CRC-64-AVRO",
+  schema)`` byte array in hex, and the 8 bytes Avro's single-object encoding
+  puts after ``C3 01``. Java's ``parsingFingerprint64(schema)`` returns the
+  same value as a ``long``; its ``Long.toHexString`` is the byte-reversed form
+  (header ``6169cb7f8ac3517e`` ↔ long ``0x7e51c38a7fcb6961``). fastavro's
+  ``fingerprint(to_parsing_canonical_form(s), "CRC-64-AVRO")`` computes it
+  (used here). Apache's Python ``avro`` package (1.12) does not: its
+  canonical form keeps ``{"type":"long"}`` for a logical type instead of
+  ``"long"``, so for every schema here (all have ``timestamp-millis``
+  fields) ``Schema.fingerprint("CRC-64-AVRO")`` gives another value; the
+  two agree only for schemas without logical types. Tests pin the values
+  Java computes.
 * ``ConfluentSerializer`` — Confluent wire format: magic byte ``0``, the
   4-byte big-endian schema id from a Confluent-compatible registry, then the
   Avro body. Readable by any Confluent ``AvroDeserializer``.

@@ -104,6 +104,9 @@ class MarketData:
     stamp: Stamp
     size: int = 0
     raw: str | bytes = b""  # the frame as received, for the dead-letter topic if mapping fails
+    # The decoded frame object itself (v1/v2 envelope as sent: symbolName, f, params, any
+    # key Bybit adds), so records keep frame-level values; not copied, not parsed again.
+    frame: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -177,7 +177,7 @@ def _market(msg: dict[str, Any], data: Any, raw: str | bytes, stream: Stream, st
         if not all(isinstance(item, dict) for item in data):
             return _bad(raw, "unknown_shape", "v1 data items must be objects", stream, stamp)
         return MarketData(stream, topic, symbol, params, tuple(data),
-                          _first(msg.get("f")), _int(msg.get("sendTime")), stamp, size, raw)
+                          _first(msg.get("f")), _int(msg.get("sendTime")), stamp, size, raw, msg)
     if isinstance(data, dict):  # v2 envelope
         symbol = params.get("symbol")
         if not isinstance(symbol, str):
@@ -185,7 +185,7 @@ def _market(msg: dict[str, Any], data: Any, raw: str | bytes, stream: Stream, st
         if not isinstance(symbol, str):
             return _bad(raw, "unknown_shape", "v2 data frame without a symbol", stream, stamp)
         return MarketData(stream, topic, symbol, params, (data,),
-                          _first(msg.get("f")), _int(msg.get("sendTime")), stamp, size, raw)
+                          _first(msg.get("f")), _int(msg.get("sendTime")), stamp, size, raw, msg)
     return _bad(raw, "unknown_shape", "data is neither a list nor an object", stream, stamp)
 
 

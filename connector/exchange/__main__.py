@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m connector.exchang
                                "(GET /control/drop, /control/pong_blackout?seconds=N, "
                                "/control/garbage?kind=text|binary|unknown, "
                                "/control/reject_subscribe, /control/fail_auth?mode=reject|close"
-                               "|silent, /control/server_ping, /control/stats), and Bybit v5 "
+                               "|silent, /control/server_ping, /control/stats, "
+                               "/control/trades?symbol=X: every trade made on X), and Bybit v5 "
                                "spot on the same port: /v5/public/spot and /v5/private "
                                "(same key; controls /control/v5/<action> with action gap, "
                                "restart, duplicate, resnapshot, resend_l1, reject_subscribe, "
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m connector.exchang
                         help="data frames per second per subscription (default: Bybit's "
                              "periods, 100-300 ms)")
     parser.add_argument("--trades-per-frame", type=int, default=1,
-                        help="new trades per v1 trade frame (default: 1)")
+                        help="new trades per symbol per market tick (default: 1)")
     parser.add_argument("--compression", choices=["gzip", "zlib", "deflate"], default="gzip",
                         help="codec of binary frames (default: gzip)")
     parser.add_argument("--private-interval", type=float, default=1.0,

@@ -132,8 +132,10 @@ class ExchangeServer:
                      "private .../spot/ws)", self.url, self.url)
             self._ready.set()
             reaper = asyncio.create_task(self._reap_idle())
+            ticker = asyncio.create_task(self._ticker())
             await self._stopping.wait()
             reaper.cancel()
+            ticker.cancel()
             for client in list(self.clients):
                 client.conn.transport.abort()
             self.v5.abort_all()
@@ -215,6 +217,14 @@ class ExchangeServer:
     def client_count(self, stream: str | None = None) -> int:
         return sum(1 for c in self.clients if stream is None or c.stream == stream)
 
+    def trade_tape(self, symbol: str) -> list[dict[str, Any]]:
+        """Every trade the market made on ``symbol`` (ids ``v``, oldest first), listened
+        to or not: what a client that was away should have got."""
+        async def go() -> list[dict[str, Any]]:
+            return self.market.trade_tape(symbol)
+        result: list[dict[str, Any]] = self._call(go)
+        return result
+
     def sent_frames(self, stream: str | None = None) -> list[dict[str, Any]]:
         return [json.loads(t) for s, t in list(self.sent) if stream is None or s == stream]
 
@@ -245,6 +255,8 @@ class ExchangeServer:
         elif action == "fail_auth":
             self.fail_auth(q.get("mode") or None)
             result = "ok"
+        elif action == "trades":  # on the loop thread already: no lock needed
+            result = self.market.trade_tape(q.get("symbol", ""))
         elif action == "stats":
             result = {"clients": {s: self.client_count(s) for s in PATHS.values()},
                       "counters": dict(self.counters), "v5": self.v5.control("stats", {})}
@@ -423,19 +435,47 @@ class ExchangeServer:
         sym = self.market.symbol(symbol)
         first = True
         book = DiffBook(self.market, sym) if topic == "diffDepth" else None
+        cursor = sym.count  # trades: forward what the market made since the last frame
         next_at = time.monotonic()
         try:
             while True:
-                frame = self._frame(client.stream, topic, sym, params, first, book)
-                await self._send_data(client, frame, binary)
+                for frame in self._frames(client.stream, topic, sym, params, first, book,
+                                          cursor):
+                    await self._send_data(client, frame, binary)
+                cursor = sym.count
                 first = False
                 next_at += period
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
         except (ConnectionClosed, asyncio.CancelledError):
             return
+        except Exception:  # a generator bug must not leave a silent, open connection
+            log.exception("the %s %s feed for %s failed; closing the connection",
+                          client.stream, topic, symbol)
+            await client.conn.close(1011, "feed failed")
+
+    async def _ticker(self) -> None:
+        """Keep the market trading whether or not anyone is subscribed (like Bybit)."""
+        period = self._period("v1", "trade")
+        next_at = time.monotonic()
+        while True:  # on schedule, as the feeds: a busy loop catches up, not slows down
+            next_at += period
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            self.market.tick(self.trades_per_frame)
+
+    def _frames(self, stream: str, topic: str, sym: Any, params: dict[str, Any], first: bool,
+                book: DiffBook | None, cursor: int) -> list[dict[str, Any]]:
+        """This period's frames: one, or for trades one per batch of new trades (v1: the
+        60-trade replay first) or per trade (v2), none when the market made none."""
+        if topic == "trade":
+            trades = list(sym.trades) if first and stream == "v1" else sym.trades_after(cursor)
+            if stream == "v1":
+                return [self._frame(stream, topic, sym, params, first, book, trades)] if (
+                    trades) else []
+            return [self._frame(stream, topic, sym, params, first, book, [t]) for t in trades]
+        return [self._frame(stream, topic, sym, params, first, book, [])]
 
     def _frame(self, stream: str, topic: str, sym: Any, params: dict[str, Any], first: bool,
-               book: DiffBook | None) -> dict[str, Any]:
+               book: DiffBook | None, trades: list[dict[str, Any]]) -> dict[str, Any]:
         m = self.market
         binary = "true" if params.get("binary") in (True, "true") else "false"
         if stream == "v2":
@@ -448,8 +488,7 @@ class ExchangeServer:
                 p2["klineType"] = params.get("klineType")
                 data = m.kline(sym, str(params.get("klineType")))
             elif topic == "trade":
-                trade = m.new_trade(sym)
-                data = {**trade, "type": "1" if m._rng.random() < 0.05 else "0"}
+                data = {**trades[0], "type": "1" if m._rng.random() < 0.05 else "0"}
             elif topic == "bookTicker":
                 data = m.book_ticker(sym)
             else:
@@ -458,8 +497,7 @@ class ExchangeServer:
         p1: dict[str, Any] = {"realtimeInterval": "24h", "binary": binary}
         wire_topic = topic
         if topic == "trade":
-            items = list(sym.trades) if first else [
-                m.new_trade(sym) for _ in range(self.trades_per_frame)]
+            items = trades
         elif topic.startswith("kline_"):
             interval = topic.removeprefix("kline_")
             wire_topic = "kline"

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from connector.bybit.events import MarketData, PrivateData, V5Data
+from connector.bybit.frames import market_topic_id
 from connector.records import v5
-from connector.records.mapping import MappingError, field_plan, map_item
+from connector.records.mapping import MappingError, field_plan, map_item, to_bool, to_str
 from connector.topics import LEGACY_STREAMS, TOPICS, V5_STREAMS
 
 __all__ = ["MAPPERS", "PRIVATE_KINDS", "MappingError", "load_schema", "record_key",
@@ -41,19 +42,50 @@ def load_schema(kind: str) -> dict[str, Any]:
     return schema
 
 
+# Frame-level keys (envelope, params) a record holds in fields of its own; any other
+# goes to `frame_extra`, so nothing Bybit sends is dropped.
+_FRAME_KEYS = {"v1": frozenset({"symbol", "symbolName", "topic", "params", "data", "f",
+                                 "sendTime"}),
+               "v2": frozenset({"topic", "params", "data", "f", "sendTime"})}
+_PARAM_KEYS = {"v1": frozenset({"binary", "klineType", "dumpScale"}),
+               "v2": frozenset({"symbol", "symbolName", "binary", "klineType"})}
+
+
+def _frame_fields(kind: str, data: MarketData) -> dict[str, Any]:
+    """The values of the frame (not of one item) every record of it carries."""
+    frame, params = data.frame, data.frame.get("params")
+    params = params if isinstance(params, dict) else {}
+    symbol_name = frame.get("symbolName") if data.stream == "v1" else params.get("symbolName")
+    extra = {k: json.dumps(v) for k, v in frame.items() if k not in _FRAME_KEYS[data.stream]}
+    extra.update((f"params.{k}", json.dumps(v)) for k, v in params.items()
+                 if k not in _PARAM_KEYS[data.stream])
+    try:
+        return {
+            "first_message": None if frame.get("f") is None else to_bool(frame["f"]),
+            "frame_symbol_name": None if symbol_name is None else to_str(symbol_name),
+            "binary": None if params.get("binary") is None else to_bool(params["binary"]),
+            "frame_extra": extra or None,
+        }
+    except ValueError as exc:
+        raise MappingError(kind, "(frame)", str(exc)) from None
+
+
 def _market_mapper(kind: str, book: bool, snapshots: str | None) -> Callable[..., list[dict]]:
     schema = load_schema(kind)
     names = {f["name"] for f in schema["fields"]}
     plan = field_plan(schema)
-    # `s`/`symbol` repeat the envelope's symbol, which the record carries as `symbol`.
+    # `s`/`symbol` repeat the envelope's symbol; the record keeps them as `item_symbol`.
     known = frozenset({key for _, key, _, _ in plan} | {"s", "symbol"})
     has_send, has_interval = "send_time" in names, "interval" in names
     has_dump_scale, has_event = "dump_scale" in names, "event_time" in names
     event_from_item = any(name == "event_time" for name, *_ in plan)
 
     def mapper(data: MarketData) -> list[dict[str, Any]]:
-        base: dict[str, Any] = {"stream": data.stream, "bybit_topic": data.topic,
+        # bybit_topic is the subscription's topic id (kline_1m, mergedDepth_1), the same
+        # as the bybit.topic header and the Kafka topic name.
+        base: dict[str, Any] = {"stream": data.stream, "bybit_topic": market_topic_id(data),
                                 "symbol": data.symbol, "receive_time": data.stamp.wall_ms}
+        base.update(_frame_fields(kind, data))
         if has_send:
             base["send_time"] = data.send_time_ms
         if has_event and not event_from_item:
@@ -70,9 +102,31 @@ def _market_mapper(kind: str, book: bool, snapshots: str | None) -> Callable[...
                 raise MappingError(kind, "dump_scale", "params.dumpScale is missing") from None
         if book:
             base["is_snapshot"] = True if snapshots == "always" else bool(data.first)
-        return [map_item(kind, plan, known, item, dict(base)) for item in data.items]
+        out = []
+        for item in data.items:
+            rec = map_item(kind, plan, known, item, dict(base))
+            rec["item_symbol"] = _item_symbol(kind, item, data.symbol)
+            out.append(rec)
+        return out
 
     return mapper
+
+
+def _item_symbol(kind: str, item: dict[str, Any], symbol: str) -> str | None:
+    """The item's own ``s`` (bookTicker: ``symbol``); it must name the frame's symbol.
+
+    A mismatch is not written under the envelope's symbol (which keys, routes and
+    de-duplicates the record): the mapper refuses the frame, so it goes to the
+    dead-letter topic whole, with both symbols in the detail.
+    """
+    value = item.get("s", item.get("symbol"))
+    if value is None:
+        return None
+    if value != symbol:
+        raise MappingError(kind, "item_symbol",
+                           f"item symbol {json.dumps(value)[:40]} differs from the frame's "
+                           f"symbol {symbol!r}")
+    return value
 
 
 def _private_mapper(kind: str) -> Callable[..., dict]:

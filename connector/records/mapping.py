@@ -48,7 +48,7 @@ class MappingError(ConnectorError):
         super().__init__(f"{kind}.{field}: {reason}")
 
 
-class _Bad(Exception):
+class _Bad(ValueError):
     """Internal: a conversion failed; turned into MappingError with context."""
 
 

@@ -34,9 +34,9 @@ def market(name: str, stream: str) -> MarketData:
         f = raw.get("f")
         return MarketData("v1", raw["topic"], raw["symbol"], raw.get("params", {}),
                           tuple(raw["data"]), f in (True, "True", "true"), raw.get("sendTime"),
-                          STAMP)
+                          STAMP, frame=raw)
     return MarketData("v2", raw["topic"], raw["params"]["symbol"], raw["params"],
-                      (raw["data"],), None, None, STAMP)
+                      (raw["data"],), None, None, STAMP, frame=raw)
 
 
 def private(name: str) -> PrivateData:
@@ -85,7 +85,7 @@ MARKET_CASES = [
         "close": "12750.63"}),
     ("v1_kline.json", "v1", "v1_kline", {
         "interval": "15m", "start_time": 1565595900000, "open": "11381.89", "high": "11437",
-        "low": "11381.89", "close": "11436.14", "volume": "16.3306", "bybit_topic": "kline",
+        "low": "11381.89", "close": "11436.14", "volume": "16.3306", "bybit_topic": "kline_15m",
         "event_time": 1626252389284}),
     ("v1_lt.json", "v1", "v1_lt", {
         "symbol": "BTC3LUSDTNAV", "nav": "8.36157024279442973500", "basket": "0.000741332244224795",
@@ -96,14 +96,15 @@ MARKET_CASES = [
         "version": "112801745_18", "is_snapshot": True, "exchange_id": 301, "update_count": 0,
         "event_time": 1565600357643}),
     ("v1_mergeddepth.json", "v1", "v1_merged_depth", {
-        "symbol": "ETHUSDT", "dump_scale": 1, "version": "10544_1", "is_snapshot": True}),
+        "symbol": "ETHUSDT", "dump_scale": 1, "version": "10544_1", "is_snapshot": True,
+        "bybit_topic": "mergedDepth_1"}),
     ("v1_diffdepth_snapshot.json", "v1", "v1_diff_depth", {
         "is_snapshot": True, "version": "112801745_18"}),
     ("v2_depth.json", "v2", "v2_depth", {
         "version": "13850022_2", "event_time": 1582001376853, "is_snapshot": True}),
     ("v2_kline.json", "v2", "v2_kline", {
         "interval": "1m", "start_time": 1582001880000, "close": "9799.4", "event_time": None,
-        "send_time": None}),
+        "send_time": None, "bybit_topic": "kline_1m"}),
     ("v2_trade.json", "v2", "v2_trade", {
         "trade_id": "2290000000033122060", "buyer_is_taker": False, "trade_type": "0",
         "price": "17387.19", "quantity": "0.025"}),

@@ -46,3 +46,37 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "bkc.metricsPort" -}}
 {{- (default dict .Values.config.metrics).port | default 9102 -}}
 {{- end -}}
+
+{{/*
+The connector's config.yaml: .Values.config with the chart's secrets wired in.
+Where the chart sets a secret's environment variable (bybit.apiKey/apiSecret or
+bybit.existingSecret, kafkaAuth, schemaRegistryAuth) and the config does not
+say where that secret comes from, the config reads it from the variable
+(`${BYBIT_API_KEY}` ...), so the pod validates and starts without repeating
+it. A subscription to a private stream (any stream whose name ends in
+"private") without credentials fails the install with the fix.
+*/}}
+{{- define "bkc.config" -}}
+{{- $config := deepCopy .Values.config -}}
+{{- $bybit := default dict $config.bybit -}}
+{{- if and (include "bkc.hasCredentials" .) (not $bybit.credentials) -}}
+{{- $_ := set $bybit "credentials" (dict "api_key" "${BYBIT_API_KEY}" "api_secret" "${BYBIT_API_SECRET}") -}}
+{{- $_ := set $config "bybit" $bybit -}}
+{{- end -}}
+{{- range $i, $sub := $config.subscriptions -}}
+{{- if and (hasSuffix "private" (toString $sub.stream)) (not $bybit.credentials) -}}
+{{- fail (printf "config.subscriptions[%d] subscribes the %s stream, which needs Bybit credentials: set bybit.apiKey and bybit.apiSecret, or bybit.existingSecret" $i $sub.stream) -}}
+{{- end -}}
+{{- end -}}
+{{- $kafka := default dict $config.kafka -}}
+{{- $security := default dict $kafka.security -}}
+{{- if and .Values.kafkaAuth.existingSecret $security.sasl_mechanism (not $security.sasl_plain_password) (not $security.sasl_plain_password_file) -}}
+{{- $_ := set $security "sasl_plain_password" "${KAFKA_SASL_PASSWORD}" -}}
+{{- end -}}
+{{- $serialization := default dict $config.serialization -}}
+{{- $registry := default dict $serialization.schema_registry -}}
+{{- if and .Values.schemaRegistryAuth.existingSecret $registry.username (not $registry.password) (not $registry.password_file) -}}
+{{- $_ := set $registry "password" "${SCHEMA_REGISTRY_PASSWORD}" -}}
+{{- end -}}
+{{- toYaml $config -}}
+{{- end -}}
