@@ -104,7 +104,9 @@ class ConfluentProducer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if delivery_thread:
-            self._thread = threading.Thread(target=self._serve, name="delivery")
+            # A daemon: it holds no data (librdkafka does, and close() flushes it), and a
+            # producer left unclosed after a failed start must not keep the process alive.
+            self._thread = threading.Thread(target=self._serve, name="delivery", daemon=True)
             self._thread.start()
 
     # -- sending ----------------------------------------------------------------

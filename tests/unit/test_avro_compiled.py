@@ -77,11 +77,13 @@ def test_every_bybit_schema_compiles() -> None:
     assert len(KINDS) >= 16
     for kind in KINDS:
         compiled = compile_writer(load_schema(kind), _AvroBody(load_schema(kind))._arrays)
-        assert (compiled is None) == (kind in NOT_COMPILED), kind
+        assert (compiled is None) == (kind in NOT_COMPILED), (
+            f"{kind}: compiled={compiled is not None}; extend avro_compiled for its shape "
+            "or list it in NOT_COMPILED (it then keeps fastavro)")
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(data=st.data())
 def test_bytes_equal_fastavro_on_random_records(kind: str, data: st.DataObject) -> None:
     schema = load_schema(kind)
