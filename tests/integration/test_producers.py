@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.partitioner.default import murmur2
+from kafka.partitioner.default import DefaultPartitioner, murmur2
 
 from connector.config import KafkaConfig
 from connector.dev.consume import read_all
@@ -64,6 +64,21 @@ def send_all(producer: Producer, topic: str, keys: list[bytes], outcomes: Outcom
                       *outcomes.callbacks(i))
 
 
+class _Cluster:
+    """The partition queries DefaultPartitioner makes, for one topic of ``count`` partitions."""
+
+    def __init__(self, topic: str, count: int) -> None:
+        self._topic, self._partitions = topic, set(range(count))
+
+    def topics(self) -> set[str]:
+        return {self._topic}
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return set(self._partitions) if topic == self._topic else None
+
+    available_partitions_for_topic = partitions_for_topic
+
+
 @pytest.fixture(params=CLIENTS)
 def client(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -104,8 +119,11 @@ def test_same_key_same_partition_in_both_clients_as_java(kafka_broker: KafkaBrok
             + [b"a", b"ab", b"abc", b"BTCUSDT", "ÉTHUSDT".encode(), b"x" * 100,
                bytes(range(1, 40)), b"\xff\xfe", b"0", b"order-123456789"])
     assert len(set(keys)) == 1000
-    # Kafka's default partitioner (Java's, kafka-python's DefaultPartitioner).
-    expected = {i: (murmur2(key) & 0x7FFFFFFF) % partitions for i, key in enumerate(keys)}
+    # Kafka's default partitioner: kafka-python's DefaultPartitioner (Java's murmur2).
+    cluster = _Cluster(topic_name, partitions)
+    expected = {i: DefaultPartitioner().partition(topic_name, key, key, None, None, cluster)
+                for i, key in enumerate(keys)}
+    assert expected == {i: (murmur2(key) & 0x7FFFFFFF) % partitions for i, key in enumerate(keys)}
     chosen = {}
     for client in CLIENTS:
         outcomes = Outcomes()
