@@ -40,6 +40,7 @@ from typing import Any, Protocol
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from connector.avro_compiled import compile_writer
 from connector.errors import SerializationError
 
 FINGERPRINT_HEADER = "avro.schema.fingerprint"
@@ -68,6 +69,20 @@ class _AvroBody:
         # but fastavro skips a Python-level conversion call per such field
         # (profiled: ~1 µs of a 4.5 µs trade record).
         self._segments = _segments(_without_logical_types(schema))
+        # The compiled writer (avro_compiled) covers every Bybit schema's shape;
+        # a record it declines, or a schema it does not compile, takes the path above.
+        self._arrays = _level_arrays(schema)
+        self._compiled = compile_writer(schema, self._arrays)
+
+    def encode(self, record: dict[str, Any]) -> bytes:
+        """The record's Avro body (fastavro's bytes); raises ``SerializationError``."""
+        if self._compiled is not None:
+            data = self._compiled(record)
+            if data is not None:
+                return data
+        out = io.BytesIO()
+        self.write(out, record)
+        return out.getvalue()
 
     def write(self, out: io.BytesIO, record: dict[str, Any]) -> None:
         try:
@@ -117,6 +132,17 @@ def _segments(schema: dict[str, Any]) -> list[Segment]:
         segments.append(_array_segment(field["name"], encode))
     flush()
     return segments
+
+
+def _level_arrays(schema: dict[str, Any]) -> dict[str, Callable[[list[Any]], bytes]]:
+    """The book-levels encoder of each array field of two-string records."""
+    records: dict[str, list[str]] = {}
+    arrays = {}
+    for field in schema["fields"]:
+        names = _string_record_array(field["type"], schema.get("namespace"), records)
+        if names is not None:
+            arrays[field["name"]] = _pairs(names[0], names[1])
+    return arrays
 
 
 def _array_segment(name: str, encode: Callable[[list[Any]], bytes]) -> Segment:
@@ -260,9 +286,7 @@ class PlainAvroSerializer:
         self.headers = [(FINGERPRINT_HEADER, self.fingerprint.encode())]
 
     def __call__(self, record: dict[str, Any]) -> bytes:
-        out = io.BytesIO()
-        self._body.write(out, record)
-        return out.getvalue()
+        return self._body.encode(record)
 
 
 class ConfluentSerializer:
@@ -275,10 +299,7 @@ class ConfluentSerializer:
         self.headers: list[tuple[str, bytes]] = []  # the schema id is in the value
 
     def __call__(self, record: dict[str, Any]) -> bytes:
-        out = io.BytesIO()
-        out.write(self._prefix)
-        self._body.write(out, record)
-        return out.getvalue()
+        return self._prefix + self._body.encode(record)
 
 
 def canonical_schema(schema: dict[str, Any]) -> str:

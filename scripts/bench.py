@@ -8,18 +8,22 @@ own process), then per scenario runs, one after another on the same data:
   ceiling of the client library on this machine), and replaying the exact
   arrival times of the connector's records (same rate, same bursts: the
   latency reference);
+* ``raw-confluent``: confluent-kafka (librdkafka) sending the same bytes
+  flat out with the same settings: the ceiling of the optional backend;
 * ``naive``: the loop a user would write — websocket-client → json →
   fastavro → ``producer.send`` per record;
-* ``connector``: ``bybit-kafka-connector run`` as its own process.
+* ``connector``: ``bybit-kafka-connector run`` as its own process, with the
+  Kafka client chosen by ``--client`` (its config's ``kafka.client``).
 
 Reports records/s acknowledged by Kafka, latency from frame received to
 broker append (p50/p99/p99.9, ms resolution), CPU seconds per 100k records,
-peak RSS and records lost; prints a table and writes JSON.
+CPU µs per record, peak RSS and records lost; prints a table and writes JSON.
 
 Each contender runs ``--repeat`` times (default 3); the table shows medians.
 
 Usage: python scripts/bench.py [--seconds 10] [--repeat 3] [--scenarios a,b,c,d]
-       [--contenders connector,naive,raw] [--out bench-results]
+       [--contenders connector,naive,raw,raw-confluent] [--out bench-results]
+       [--client kafka-python|confluent-kafka]
 """
 
 from __future__ import annotations
@@ -55,6 +59,10 @@ from connector.records import MAPPERS, load_schema  # noqa: E402
 
 PRODUCER = {"acks": "all", "compression_type": "lz4", "linger_ms": 10,
             "batch_size": 256 * 1024, "enable_idempotence": True}
+# The same settings under librdkafka's names (confluent-kafka).
+LIBRDKAFKA_PRODUCER = {"acks": "all", "compression.type": "lz4", "linger.ms": 10,
+                       "batch.size": 256 * 1024, "enable.idempotence": True}
+CLIENT_SETTINGS = {"kafka-python": PRODUCER, "confluent-kafka": LIBRDKAFKA_PRODUCER}
 
 
 @dataclass
@@ -105,6 +113,7 @@ class Result:
     cpu_s_per_100k: float
     peak_rss_mb: float
     lost: int
+    cpu_us_per_record: float = 0.0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -132,14 +141,16 @@ def summarise(scenario: str, contender: str, latencies: list[float], seconds: fl
     return Result(scenario, contender, n, round(seconds, 2), round(n / seconds, 1),
                   percentile(latencies, 0.5), percentile(latencies, 0.99),
                   percentile(latencies, 0.999), round(cpu / max(n, 1) * 100_000, 2),
-                  round(rss, 1), lost)
+                  round(rss, 1), lost, round(cpu / max(n, 1) * 1e6, 2))
 
 
 def run_connector(sc: Scenario, exchange_url: str, bootstrap: str, seconds: float,
-                  topic_prefix: str) -> tuple[Result, list[int]]:
+                  topic_prefix: str, client: str = "kafka-python") -> tuple[Result, list[int]]:
     """The connector as its own process; also returns when each measured record
     arrived (frame receive time, epoch ms, sorted) for the replayed baseline."""
     subs = json.dumps(sc.subscriptions)
+    # The default client needs no line, so the benchmark runs on configs without the key.
+    client_line = "" if client == "kafka-python" else f"  client: {client}\n"
     config = f"""
 bybit:
   urls: {{v1: {exchange_url}/spot/quote/ws/v1, v2: {exchange_url}/spot/quote/ws/v2}}
@@ -149,7 +160,7 @@ kafka:
   bootstrap_servers: ["{bootstrap}"]
   topic_template: "{topic_prefix}.{{stream}}.{{topic}}"
   dead_letter_topic: {topic_prefix}.dlq
-  producer: {json.dumps(PRODUCER)}
+{client_line}  producer: {json.dumps(CLIENT_SETTINGS[client])}
 metrics: {{port: {free_port()}}}
 subscriptions: {subs}
 """
@@ -183,7 +194,8 @@ subscriptions: {subs}
             if start_wall <= received < end_wall:
                 latencies.append(m.timestamp_ms - received)
                 arrivals.append(received)
-    return (summarise(sc.name, "connector", latencies, seconds, cpu1 - cpu0, rss, lost),
+    label = "connector" if client == "kafka-python" else f"connector ({client})"
+    return (summarise(sc.name, label, latencies, seconds, cpu1 - cpu0, rss, lost),
             sorted(arrivals))
 
 
@@ -303,6 +315,52 @@ def run_raw(sc: Scenario, bootstrap: str, seconds: float, topic: str,
                      latencies, elapsed, cpu, proc_hwm_mb(os.getpid()), sent - len(msgs))
 
 
+def run_raw_confluent(sc: Scenario, bootstrap: str, seconds: float, topic: str) -> Result:
+    """confluent-kafka flat out with the same bytes and settings as ``run_raw``.
+
+    Delivery callbacks are served by ``poll(0)`` after each record (as a
+    single-threaded librdkafka application does); a full local queue waits
+    for room rather than dropping.
+    """
+    import confluent_kafka
+
+    schema = fastavro.parse_schema(load_schema(sc.kind))
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, schema, _sample_record(sc.kind))
+    value = buf.getvalue()
+    producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap,
+                                         "partitioner": "murmur2_random",
+                                         **LIBRDKAFKA_PRODUCER})
+    failed = 0
+
+    def delivered(err: Any, _msg: Any) -> None:
+        nonlocal failed
+        failed += err is not None
+
+    cpu0 = time.process_time()
+    start = time.monotonic()
+    start_wall = time.time() * 1000
+    sent = 0
+    produce, poll = producer.produce, producer.poll
+    while time.monotonic() - start < seconds:
+        key = str(time.time_ns() // 1_000_000).encode()
+        try:
+            produce(topic, value, key, on_delivery=delivered)
+        except BufferError:
+            poll(0.01)
+            continue
+        poll(0)
+        sent += 1
+    producer.flush(60)
+    elapsed = time.monotonic() - start
+    cpu = time.process_time() - cpu0
+    msgs = read_all(bootstrap, [topic], timeout=120)[topic]
+    latencies = [m.timestamp_ms - int(m.key) for m in msgs if m.key and
+                 int(m.key) >= start_wall]
+    return summarise(sc.name, "raw producer (confluent-kafka)", latencies, elapsed, cpu,
+                     proc_hwm_mb(os.getpid()), sent - len(msgs))
+
+
 def _sample_record(kind: str) -> dict[str, Any]:
     samples = ROOT / "tests" / "samples"
     name = {"v1_trade": "v1_trade.json", "v2_book_ticker": "v2_bookticker.json",
@@ -321,9 +379,11 @@ def main() -> int:
     parser.add_argument("--out", default="bench-results")
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs per contender; the table shows the median of each figure")
-    parser.add_argument("--contenders", default="connector,naive,raw",
+    parser.add_argument("--contenders", default="connector,naive,raw,raw-confluent",
                         help="which to run (the raw producer replaying the connector's arrivals "
                              "runs with the connector)")
+    parser.add_argument("--client", choices=sorted(CLIENT_SETTINGS), default="kafka-python",
+                        help="the connector's Kafka client (its config's kafka.client)")
     args = parser.parse_args()
     contenders = set(args.contenders.split(","))
     runs: list[Result] = []
@@ -342,10 +402,13 @@ def main() -> int:
                 print(f"== {sc.name}: {sc.description}", flush=True)
                 for rep in range(args.repeat):
                     tag = f"b{key}r{rep}"
-                    conn, arrivals = run_connector(sc, url, broker.bootstrap_servers,
-                                                   args.seconds, tag)
-                    runs.append(conn)
-                    print(f"   connector   {conn.records_per_s:>10.0f} rec/s", flush=True)
+                    if "connector" in contenders:
+                        conn, arrivals = run_connector(sc, url, broker.bootstrap_servers,
+                                                       args.seconds, tag, args.client)
+                        runs.append(conn)
+                        print(f"   connector   {conn.records_per_s:>10.0f} rec/s", flush=True)
+                        runs.append(run_raw(sc, broker.bootstrap_servers, args.seconds,
+                                            f"{tag}.replay", arrivals))
                     if "naive" in contenders:
                         naive = run_naive(sc, url, broker.bootstrap_servers, args.seconds,
                                           f"{tag}.naive")
@@ -355,8 +418,11 @@ def main() -> int:
                         raw = run_raw(sc, broker.bootstrap_servers, args.seconds, f"{tag}.raw")
                         runs.append(raw)
                         print(f"   raw         {raw.records_per_s:>10.0f} rec/s", flush=True)
-                    runs.append(run_raw(sc, broker.bootstrap_servers, args.seconds,
-                                        f"{tag}.replay", arrivals))
+                    if "raw-confluent" in contenders:
+                        rawc = run_raw_confluent(sc, broker.bootstrap_servers, args.seconds,
+                                                 f"{tag}.rawc")
+                        runs.append(rawc)
+                        print(f"   raw (librdkafka) {rawc.records_per_s:>5.0f} rec/s", flush=True)
             finally:
                 exchange.terminate()
                 exchange.wait(10)
@@ -370,6 +436,7 @@ def main() -> int:
                "platform": platform.platform()}
     (out / "bench.json").write_text(json.dumps(
         {"machine": machine, "seconds": args.seconds, "repeat": args.repeat,
+         "client": args.client,
          "results": [asdict(r) for r in results], "ratios": summary,
          "runs": [asdict(r) for r in runs]},
         indent=2))
@@ -390,7 +457,8 @@ def medians(runs: list[Result]) -> list[Result]:
             return float(statistics.median(getattr(r, name) for r in rs))
         rows.append(Result(scenario, contender, int(mid("records")), mid("seconds"),
                            mid("records_per_s"), mid("p50_ms"), mid("p99_ms"), mid("p999_ms"),
-                           mid("cpu_s_per_100k"), mid("peak_rss_mb"), sum(r.lost for r in rs)))
+                           mid("cpu_s_per_100k"), mid("peak_rss_mb"), sum(r.lost for r in rs),
+                           mid("cpu_us_per_record")))
     return rows
 
 
@@ -399,14 +467,19 @@ def ratios(results: list[Result]) -> list[dict[str, Any]]:
     by = {(r.scenario, r.contender): r for r in results}
     out = []
     for scenario in dict.fromkeys(r.scenario for r in results):
-        conn = by.get((scenario, "connector"))
+        conn = next((r for r in results
+                     if r.scenario == scenario and r.contender.startswith("connector")), None)
         if conn is None:
             continue
         raw, naive = by.get((scenario, "raw producer")), by.get((scenario, "naive loop"))
+        raw_confluent = by.get((scenario, "raw producer (confluent-kafka)"))
         replay = by.get((scenario, "raw producer (same arrivals)"))
         out.append({
             "scenario": scenario,
             "throughput_vs_raw": round(conn.records_per_s / raw.records_per_s, 2) if raw else None,
+            "throughput_vs_raw_confluent": (
+                round(conn.records_per_s / raw_confluent.records_per_s, 2)
+                if raw_confluent else None),
             "throughput_vs_naive": (round(conn.records_per_s / naive.records_per_s, 2)
                                     if naive else None),
             "cpu_per_record_vs_naive": (round(conn.cpu_s_per_100k / naive.cpu_s_per_100k, 2)
@@ -421,11 +494,12 @@ def print_ratios(summary: list[dict[str, Any]]) -> None:
         return "n/a" if value is None else format(value, fmt)
 
     print()
-    print("| scenario | records/s vs raw ceiling | vs naive loop | CPU per record vs naive "
-          "| p99 over raw (same arrivals) |")
-    print("|---|---:|---:|---:|---:|")
+    print("| scenario | records/s vs raw ceiling | vs raw librdkafka ceiling | vs naive loop "
+          "| CPU per record vs naive | p99 over raw (same arrivals) |")
+    print("|---|---:|---:|---:|---:|---:|")
     for row in summary:
         print(f"| {row['scenario']} | {cell(row['throughput_vs_raw'], '.0%')} | "
+              f"{cell(row['throughput_vs_raw_confluent'], '.0%')} | "
               f"{cell(row['throughput_vs_naive'], '.2f')}x | "
               f"{cell(row['cpu_per_record_vs_naive'], '.2f')}x | "
               f"{cell(row['p99_over_raw_same_arrivals_ms'], '+.0f')} ms |")
@@ -434,12 +508,12 @@ def print_ratios(summary: list[dict[str, Any]]) -> None:
 def print_table(results: list[Result]) -> None:
     print()
     print("| scenario | contender | records/s | p50 ms | p99 ms | p99.9 ms | CPU s/100k "
-          "| peak RSS MB | lost |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| CPU µs/record | peak RSS MB | lost |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(f"| {r.scenario} | {r.contender} | {r.records_per_s:,.0f} | {r.p50_ms:.0f} | "
               f"{r.p99_ms:.0f} | {r.p999_ms:.0f} | {r.cpu_s_per_100k:.1f} | "
-              f"{r.peak_rss_mb:.0f} | {r.lost} |")
+              f"{r.cpu_us_per_record:.1f} | {r.peak_rss_mb:.0f} | {r.lost} |")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,88 @@
+"""librdkafka settings for the confluent-kafka backend (no import of the client).
+
+Kept apart from ``confluent.py`` so config validation can check names
+without the optional ``confluent-kafka`` package installed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Producer-relevant librdkafka properties a user may set under `kafka.producer`
+# when `kafka.client` is confluent-kafka (librdkafka's CONFIGURATION.md, global
+# and topic properties marked * or P). Left out on purpose: bootstrap and
+# security (set from `kafka.bootstrap_servers` / `kafka.security`), callbacks,
+# `partitioner` (same partition for the same key as the default client is a
+# guarantee), `queue.buffering.max.messages` (from `kafka.max_pending_records`),
+# `delivery.report.only.error` (every acknowledgement is counted) and
+# transactions.
+LIBRDKAFKA_KEYS = frozenset({
+    # global
+    "client.id", "client.rack", "client.dns.lookup", "message.max.bytes",
+    "message.copy.max.bytes", "receive.message.max.bytes",
+    "max.in.flight.requests.per.connection", "max.in.flight",
+    "metadata.recovery.strategy", "metadata.recovery.rebootstrap.trigger.ms",
+    "topic.metadata.refresh.interval.ms", "metadata.max.age.ms",
+    "topic.metadata.refresh.fast.interval.ms", "topic.metadata.refresh.sparse",
+    "topic.metadata.propagation.max.ms", "debug", "socket.timeout.ms",
+    "socket.send.buffer.bytes", "socket.receive.buffer.bytes", "socket.keepalive.enable",
+    "socket.nagle.disable", "socket.max.fails", "broker.address.ttl", "broker.address.family",
+    "socket.connection.setup.timeout.ms", "connections.max.idle.ms", "reconnect.backoff.ms",
+    "reconnect.backoff.max.ms", "statistics.interval.ms", "log_level", "log.connection.close",
+    "api.version.request.timeout.ms", "allow.auto.create.topics", "enable.metrics.push",
+    "retry.backoff.ms", "retry.backoff.max.ms",
+    # producer
+    "enable.idempotence", "enable.gapless.guarantee", "queue.buffering.max.kbytes",
+    "queue.buffering.max.ms", "linger.ms", "message.send.max.retries", "retries",
+    "queue.buffering.backpressure.threshold", "compression.codec", "compression.type",
+    "batch.num.messages", "batch.size", "sticky.partitioning.linger.ms",
+    # topic (producer)
+    "request.required.acks", "acks", "request.timeout.ms", "message.timeout.ms",
+    "delivery.timeout.ms", "compression.level",
+})
+
+# Safe defaults, as the default client's; anything under `kafka.producer` overrides them.
+LIBRDKAFKA_DEFAULTS: dict[str, Any] = {
+    "acks": "all",
+    "enable.idempotence": True,
+    "compression.type": "lz4",
+    "linger.ms": 10,
+    "message.timeout.ms": 120_000,
+    "retry.backoff.ms": 200,
+    "reconnect.backoff.max.ms": 5_000,
+    "client.id": "bybit-kafka-connector",
+    # Broker states for bootstrap_connected() and the retry rate, on the delivery thread.
+    "statistics.interval.ms": 5_000,
+}
+
+
+def librdkafka_settings(config: Any, queue_headroom: int = 1_000) -> dict[str, Any]:
+    """confluent_kafka.Producer settings from a ``KafkaConfig`` (secrets resolved).
+
+    ``partitioner=murmur2_random`` is Java's (and kafka-python's) keyed
+    partitioning: same key, same partition, whichever client wrote it.
+    """
+    settings = dict(LIBRDKAFKA_DEFAULTS)
+    settings.update(config.producer)
+    settings["bootstrap.servers"] = ",".join(config.bootstrap_servers)
+    settings["partitioner"] = "murmur2_random"
+    settings["queue.buffering.max.messages"] = config.max_pending_records + queue_headroom
+    sec = config.security
+    settings["security.protocol"] = sec.security_protocol.lower()
+    if sec.sasl_mechanism:
+        settings["sasl.mechanisms"] = sec.sasl_mechanism
+    if sec.sasl_plain_username:
+        settings["sasl.username"] = sec.sasl_plain_username
+    if sec.sasl_plain_password is not None:
+        settings["sasl.password"] = sec.sasl_plain_password.get()
+    for ours, theirs in (("ssl_cafile", "ssl.ca.location"),
+                         ("ssl_certfile", "ssl.certificate.location"),
+                         ("ssl_keyfile", "ssl.key.location")):
+        if getattr(sec, ours):
+            settings[theirs] = getattr(sec, ours)
+    if sec.ssl_password is not None:
+        settings["ssl.key.password"] = sec.ssl_password.get()
+    if sec.security_protocol in ("SSL", "SASL_SSL"):
+        settings["ssl.endpoint.identification.algorithm"] = (
+            "https" if sec.ssl_check_hostname else "none")
+    return settings
