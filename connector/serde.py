@@ -135,13 +135,13 @@ def _segments(schema: dict[str, Any]) -> list[Segment]:
 
 
 def _level_arrays(schema: dict[str, Any]) -> dict[str, Callable[[list[Any]], bytes]]:
-    """The book-levels encoder of each array field of two-string records."""
+    """The book-levels encoder of each array field of two- or three-string records."""
     records: dict[str, list[str]] = {}
     arrays = {}
     for field in schema["fields"]:
         names = _string_record_array(field["type"], schema.get("namespace"), records)
         if names is not None:
-            arrays[field["name"]] = _pairs(names[0], names[1])
+            arrays[field["name"]] = _pairs(*names) if len(names) == 2 else _triples(*names)
     return arrays
 
 
