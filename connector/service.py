@@ -88,6 +88,7 @@ def build_connections(config: Config,
                 connect_timeout=bybit.connect_timeout_seconds,
                 backoff_max=bybit.reconnect_max_delay_seconds,
                 max_symbols_per_request=bybit.max_symbols_per_request,
+                max_frame_bytes=bybit.max_frame_bytes,
                 api_key=creds.api_key.get() if stream == "private" and creds.api_key else None,
                 api_secret=(creds.api_secret.get()
                             if stream == "private" and creds.api_secret else None),

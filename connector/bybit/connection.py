@@ -24,7 +24,7 @@ from typing import Any
 import websocket
 
 from connector import metrics
-from connector.bybit import frames, protocol
+from connector.bybit import frames, protocol, wire
 from connector.bybit.backoff import backoff, is_retryable
 from connector.bybit.events import (
     Ack,
@@ -64,6 +64,7 @@ class ConnectionSettings:
     resubscribe_initial: float = 1.0
     resubscribe_max: float = 60.0
     max_symbols_per_request: int = 20
+    max_frame_bytes: int = frames.MAX_FRAME_BYTES
     api_key: str | None = field(default=None, repr=False)
     api_secret: str | None = field(default=None, repr=False)
 
@@ -113,7 +114,12 @@ class Connection:
         metrics.pong_timeouts_total.labels(*labels)
         for reason in metrics.DISCONNECT_REASONS:
             metrics.disconnects_total.labels(*labels, reason)
-        self._frame_metrics: dict[str, tuple[Any, Any, Any]] = {}
+        self._frame_metrics: dict[str, tuple[Any, Any, Any]] = {}  # keyed by bounded label
+        # What this connection asked for: labels and data outside it are "(unknown)"/unrouted.
+        self._pairs = frozenset(p for sub in settings.subscriptions for p in sub.pairs())
+        self._topic_ids = frozenset(sub.topic_id for sub in settings.subscriptions)
+        for topic_id in (*self._topic_ids, metrics.UNKNOWN):
+            metrics.unrouted_events_total.labels(settings.stream, topic_id)
 
     # -- public state ------------------------------------------------------------
 
@@ -219,13 +225,13 @@ class Connection:
                 next_ping = now + s.ping_interval
             self._check_acks(ws, now)
             try:
-                opcode, data = ws.recv_data()
+                opcode, data = wire.recv_data(ws, s.max_frame_bytes)
             except websocket.WebSocketTimeoutException:
                 continue
             stamp = Stamp(time.time_ns() // 1_000_000, time.monotonic_ns())
             if opcode == websocket.ABNF.OPCODE_CLOSE:
                 raise websocket.WebSocketConnectionClosedException("close frame received")
-            event = frames.decode(data, self._stream, stamp,
+            event = frames.decode(data, self._stream, stamp, max_bytes=s.max_frame_bytes,
                                   binary=opcode == websocket.ABNF.OPCODE_BINARY)
             if isinstance(event, Pong):
                 if ping_out is not None and event.ts == ping_out[0]:
@@ -244,7 +250,7 @@ class Connection:
         deadline = time.monotonic() + s.auth_timeout
         while time.monotonic() < deadline and not self._stop.is_set():
             try:
-                opcode, data = ws.recv_data()
+                opcode, data = wire.recv_data(ws, s.max_frame_bytes)
             except websocket.WebSocketTimeoutException:
                 continue
             except websocket.WebSocketConnectionClosedException:
@@ -355,7 +361,11 @@ class Connection:
     def _handle(self, ws: websocket.WebSocket, event: Event) -> None:
         s = self.settings
         if isinstance(event, MarketData):
-            self._count(event, event.topic, frames.market_topic_id(event), event.symbol)
+            topic_id = frames.market_topic_id(event)
+            self._count(event, event.topic, topic_id, event.symbol)
+            if (topic_id, event.symbol) not in self._pairs:  # never subscribed: not written
+                metrics.unrouted_events_total.labels(s.stream, self._label(topic_id)).inc()
+                return
         elif isinstance(event, PrivateData):
             for e in event.events:
                 self._count(event, str(e.get("e"))[:40], str(e.get("e"))[:40], "")
@@ -391,14 +401,19 @@ class Connection:
         except Exception:
             log.exception("%s: event handler failed", s.name)
 
+    def _label(self, topic_id: str) -> str:
+        """A configured topic id, else ``(unknown)``: labels stay bounded by the config."""
+        return topic_id if topic_id in self._topic_ids else metrics.UNKNOWN
+
     def _count(self, event: MarketData | PrivateData, topic: str, topic_id: str,
                symbol: str) -> None:
-        children = self._frame_metrics.get(topic_id)
+        label = self._label(topic_id)
+        children = self._frame_metrics.get(label)
         if children is None:
-            children = (metrics.frames_received_total.labels(self._stream, topic_id),
-                        metrics.received_bytes_total.labels(self._stream, topic_id),
-                        metrics.send_lag_seconds.labels(self._stream, topic_id))
-            self._frame_metrics[topic_id] = children
+            children = (metrics.frames_received_total.labels(self._stream, label),
+                        metrics.received_bytes_total.labels(self._stream, label),
+                        metrics.send_lag_seconds.labels(self._stream, label))
+            self._frame_metrics[label] = children
         children[0].inc()
         children[1].inc(event.size)
         if isinstance(event, MarketData):

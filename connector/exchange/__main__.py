@@ -9,7 +9,8 @@ import signal
 import sys
 import threading
 
-from connector.exchange.server import ExchangeServer
+EXTRA_HINT = ("error: the local exchange needs the 'exchange' extra: "
+              "pip install 'bybit-kafka-connector[exchange]'")
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m connector.exchange") -> int:
@@ -38,6 +39,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m connector.exchang
     parser.add_argument("--idle-timeout", type=float, default=60.0,
                         help="drop clients that stop pinging after this many seconds")
     args = parser.parse_args(argv)
+    try:
+        from connector.exchange.server import ExchangeServer
+    except ImportError as exc:
+        if exc.name != "websockets" and "websockets" not in str(exc):
+            raise
+        print(EXTRA_HINT, file=sys.stderr)
+        return 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s exchange: %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per connection is noise
     secret = os.environ.get(args.api_secret_env, "") if args.api_secret_env else "demo-secret"

@@ -14,8 +14,9 @@ single place a field is described). Conversions are lossless:
   balances ``[{a, f, l}]`` → ``[{asset, free, locked}]``.
 
 Keys Bybit sends that the schema does not know go to ``extra`` as JSON text.
-A missing required field or a value of the wrong type raises ``MappingError``
-(never a half-filled record).
+A missing required field, a value of the wrong type or a value nested too
+deeply to write back as JSON (``RecursionError``) raises ``MappingError``
+(never a half-filled record, never an exception the pipeline does not route).
 """
 
 from __future__ import annotations
@@ -41,11 +42,18 @@ class _Bad(Exception):
     """Internal: a conversion failed; turned into MappingError with context."""
 
 
+def _show(value: Any) -> str:
+    """A short preview of a bad value for an error message (never recurses deeply)."""
+    if isinstance(value, dict | list):
+        return f"a JSON {'object' if isinstance(value, dict) else 'array'} of {len(value)}"
+    return json.dumps(value)[:40]
+
+
 def to_str(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, bool) or value is None or isinstance(value, dict | list):
-        raise _Bad(f"expected a string, got {json.dumps(value)[:40]}")
+        raise _Bad(f"expected a string, got {_show(value)}")
     return json.dumps(value)
 
 
@@ -57,7 +65,7 @@ def to_long(value: Any) -> int:
             return int(value)
         except ValueError:
             pass
-    raise _Bad(f"expected an integer, got {json.dumps(value)[:40]}")
+    raise _Bad(f"expected an integer, got {_show(value)}")
 
 
 def to_int(value: Any) -> int:
@@ -71,7 +79,7 @@ def to_bool(value: Any) -> bool:
     try:
         return _TRUE[value]
     except (KeyError, TypeError):
-        raise _Bad(f"expected a boolean, got {json.dumps(value)[:40]}") from None
+        raise _Bad(f"expected a boolean, got {_show(value)}") from None
 
 
 _LISTS = frozenset({list})
@@ -152,7 +160,11 @@ def map_item(kind: str, plan: list[FieldPlan], known: frozenset[str], item: Any,
             raise MappingError(kind, name, f"Bybit field {key!r}: {exc}") from None
     extra = None
     if len(item) > len(known) or not known.issuperset(item):
-        unknown = {k: json.dumps(v) for k, v in item.items() if k not in known}
+        try:
+            unknown = {k: json.dumps(v) for k, v in item.items() if k not in known}
+        except RecursionError:
+            raise MappingError(kind, "extra", "a field Bybit added is nested too deeply to "
+                                              "keep as JSON") from None
         extra = unknown or None
     out["extra"] = extra
     return out
