@@ -186,31 +186,37 @@ rootLogger.appenderRef.file.ref = FILE
                  self.start_seconds)
         return self
 
-    def _wait_ready(self, started: float) -> None:
+    def _cluster_answering(self) -> str | None:
+        """The cluster id of whichever broker answers on our port (None: no answer)."""
         from kafka import KafkaAdminClient
         from kafka.errors import KafkaError
 
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers,
+                                     request_timeout_ms=3000)
+            try:
+                answered = admin.describe_cluster().get("cluster_id")
+            finally:
+                admin.close()
+        except (KafkaError, OSError, ValueError):
+            return None
+        return str(answered) if answered is not None else None
+
+    def _wait_ready(self, started: float) -> None:
         deadline = started + self.start_timeout
         while time.monotonic() < deadline:
             assert self._proc is not None
+            answered = self._cluster_answering()
+            if answered is not None and answered != self.cluster_id:
+                # Ours cannot have bound the port: another broker holds it.
+                raise RuntimeError(f"port {self.port} on 127.0.0.1 is served by another broker "
+                                   f"(cluster {answered}), not this broker "
+                                   f"(cluster {self.cluster_id})")
             if self._proc.poll() is not None:
-                raise RuntimeError(f"Kafka exited with {self._proc.returncode} (if another "
-                                   f"broker answers on port {self.port}, it is not this "
-                                   "broker):\n" + self.log_tail())
-            try:
-                admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers,
-                                         request_timeout_ms=3000)
-                try:
-                    answered = admin.describe_cluster().get("cluster_id")
-                finally:
-                    admin.close()
-            except (KafkaError, OSError, ValueError):
-                time.sleep(0.3)
-                continue
-            if answered == self.cluster_id and self._proc.poll() is None:
+                raise RuntimeError(f"Kafka exited with {self._proc.returncode}:\n"
+                                   + self.log_tail())
+            if answered is not None:
                 return
-            log.info("a broker of cluster %s answers on port %d, not this broker (%s); "
-                     "waiting", answered, self.port, self.cluster_id)
             time.sleep(0.3)
         tail = self.log_tail()
         self.stop()
