@@ -74,7 +74,7 @@ MAX_CONFIG_BYTES = 1024 * 1024
 MAX_NODES = 100_000  # values in the file once aliases are expanded
 MAX_SECRET_FILE_BYTES = 64 * 1024
 MAX_SECONDS = 86_400.0  # no timeout or interval is sane beyond a day
-PORT_MIN, PORT_MAX = 1, 65535
+PORT_MAX = 65535
 
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,30}$")
@@ -223,8 +223,8 @@ class SerializationConfig:
 class MetricsConfig:
     enabled: bool = field(default=True, metadata=doc("Serve /metrics, /healthz, /readyz."))
     host: str = field(default="0.0.0.0", metadata=doc("Listen address."))
-    port: int = field(default=9102, metadata=doc("Listen port.", minimum=PORT_MIN,
-                                                             maximum=PORT_MAX))
+    port: int = field(default=9102, metadata=doc(
+        "Listen port (0: any free port, for tests).", minimum=0, maximum=PORT_MAX))
 
 
 @dataclass(frozen=True)

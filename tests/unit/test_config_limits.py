@@ -108,9 +108,8 @@ kafka:
 
 
 RANGES = [
-    ("metrics:\n  port: 99999\n", "metrics.port: must be between 1 and 65535, got 99999"),
-    ("metrics:\n  port: 0\n", "metrics.port: must be between 1 and 65535, got 0"),
-    ("metrics:\n  port: -1\n", "metrics.port: must be between 1 and 65535, got -1"),
+    ("metrics:\n  port: 99999\n", "metrics.port: must be between 0 and 65535, got 99999"),
+    ("metrics:\n  port: -1\n", "metrics.port: must be between 0 and 65535, got -1"),
     ("bybit:\n  max_subscriptions_per_connection: 0\n",
      "bybit.max_subscriptions_per_connection: must be at least 1, got 0"),
     ("bybit:\n  max_symbols_per_request: 0\n",
@@ -142,7 +141,7 @@ def test_numbers_out_of_range_name_their_path(extra: str, message: str) -> None:
 
 def test_port_from_the_environment_is_range_checked() -> None:
     assert error('metrics:\n  port: "${PORT}"\n' + SUB, env={"PORT": "70000"}) == (
-        "metrics.port: must be between 1 and 65535, got 70000")
+        "metrics.port: must be between 0 and 65535, got 70000")
 
 
 def test_bootstrap_server_port_is_range_checked() -> None:
