@@ -28,6 +28,15 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 
 from connector import topics
+from connector.config_limits import (
+    MAX_CONFIG_BYTES,
+    MAX_SECONDS,
+    MAX_SECRET_FILE_BYTES,
+    PORT_MAX,
+    check_expanded_size,
+    check_range,
+    read_limited,
+)
 from connector.errors import ConfigError
 
 
@@ -68,13 +77,6 @@ def doc(text: str, *, example: Any = None, secret: bool = False, minimum: float 
     return meta
 
 
-# Bounds on what a config file may make the process hold: a YAML alias repeats
-# what it points to, so a few lines can stand for billions of values.
-MAX_CONFIG_BYTES = 1024 * 1024
-MAX_NODES = 100_000  # values in the file once aliases are expanded
-MAX_SECRET_FILE_BYTES = 64 * 1024
-MAX_SECONDS = 86_400.0  # no timeout or interval is sane beyond a day
-PORT_MAX = 65535
 
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,30}$")
@@ -289,7 +291,7 @@ _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 def load(path: str | Path, env: typing.Mapping[str, str] | None = None) -> Config:
     """Read, interpolate, validate. Raises ``ConfigError`` naming the YAML path."""
     path = Path(path)
-    data = _read_limited(path, MAX_CONFIG_BYTES, "", "config file")
+    data = read_limited(path, MAX_CONFIG_BYTES, "", "config file")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -297,19 +299,6 @@ def load(path: str | Path, env: typing.Mapping[str, str] | None = None) -> Confi
     return loads(text, env=env, base_dir=path.parent)
 
 
-def _read_limited(path: Path, limit: int, yaml_path: str, what: str) -> bytes:
-    """At most ``limit`` bytes of ``path``; a larger file (or a device that never
-    ends, like /dev/zero) is a ``ConfigError`` instead of unbounded memory."""
-    try:
-        with path.open("rb") as f:
-            data = f.read(limit + 1)
-    except OSError as exc:
-        raise ConfigError(yaml_path, f"cannot read {what} {str(path)!r}: "
-                                     f"{exc.strerror or exc}") from exc
-    if len(data) > limit:
-        size = f"{limit // 1024 // 1024} MiB" if limit >= 1 << 20 else f"{limit // 1024} KiB"
-        raise ConfigError(yaml_path, f"{what} {str(path)!r} is larger than {size}")
-    return data
 
 
 def loads(text: str, env: typing.Mapping[str, str] | None = None,
@@ -328,7 +317,7 @@ def loads(text: str, env: typing.Mapping[str, str] | None = None,
         raise ConfigError("", "the YAML is nested too deeply") from None
     if raw is None:
         raw = {}
-    _check_expanded_size(raw)
+    check_expanded_size(raw)
     ctx = _Ctx(env=os.environ if env is None else env, base_dir=base_dir or Path.cwd())
     config = _build(Config, raw, "", ctx)
     assert isinstance(config, Config)
@@ -346,29 +335,6 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _check_expanded_size(raw: Any) -> None:
-    """Reject a document that stands for more than ``MAX_NODES`` values.
-
-    YAML aliases share one object, so loading is cheap, but everything that
-    walks the result (validation, the Kafka client, logging it) pays for every
-    repetition: nine lines of nested aliases are a billion values. Walks
-    iteratively and stops at the bound, so it is cheap however big the bomb
-    (and ends on recursive aliases too).
-    """
-    count = 0
-    stack: list[tuple[Any, str]] = [(raw, "")]
-    while stack:
-        value, path = stack.pop()
-        count += 1
-        if count > MAX_NODES:
-            raise ConfigError(path or "(top level)",
-                              f"the config expands to more than {MAX_NODES} values",
-                              "YAML anchors and aliases repeat what they point to; "
-                              "write the values out or use fewer aliases")
-        if isinstance(value, dict):
-            stack.extend((v, _join(path, str(k))) for k, v in value.items())
-        elif isinstance(value, list):
-            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(value))
 
 
 def _type_name(value: Any) -> str:
@@ -412,7 +378,7 @@ def _build(cls: type, raw: Any, path: str, ctx: _Ctx) -> Any:
             kwargs[name] = Secret(_read_secret_file(value, key_path, ctx))
             continue
         kwargs[key] = _convert(hints[key], value, key_path, ctx)
-        _check_range(kwargs[key], fields[key].metadata, key_path)
+        check_range(kwargs[key], fields[key].metadata, key_path)
     for name, f in fields.items():
         if (name not in kwargs and f.default is dataclasses.MISSING
                 and f.default_factory is dataclasses.MISSING):
@@ -426,29 +392,13 @@ def _read_secret_file(value: Any, path: str, ctx: _Ctx) -> str:
     file = Path(_interpolate(value, path, ctx))
     if not file.is_absolute():
         file = ctx.base_dir / file
-    data = _read_limited(file, MAX_SECRET_FILE_BYTES, path, "secret file")
+    data = read_limited(file, MAX_SECRET_FILE_BYTES, path, "secret file")
     try:
         return data.decode("utf-8").strip()
     except UnicodeDecodeError:
         raise ConfigError(path, f"secret file {str(file)!r} is not UTF-8 text") from None
 
 
-def _check_range(value: Any, meta: typing.Mapping[str, Any], path: str) -> None:
-    """The ``minimum``/``maximum`` of a field's metadata (see ``doc``)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return
-    low, high = meta.get("minimum"), meta.get("maximum")
-    if (low is None or value >= low) and (high is None or value <= high):
-        return
-    def show(bound: float) -> str:
-        return str(int(bound)) if float(bound).is_integer() else str(bound)
-
-    if low is not None and high is not None:
-        raise ConfigError(path, f"must be between {show(low)} and {show(high)}, got {value}")
-    if low is not None:
-        raise ConfigError(path, f"must be at least {show(low)}, got {value}")
-    assert high is not None
-    raise ConfigError(path, f"must be at most {show(high)}, got {value}")
 
 
 def _convert(tp: Any, value: Any, path: str, ctx: _Ctx) -> Any:
