@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--config", "-c", required=True, help="YAML config file")
     validate.add_argument("--json", action="store_true", help="print the plan as JSON")
 
+    # `exchange` has its own parser (connector.exchange.__main__): its arguments,
+    # --help included, pass through untouched (see main).
     sub.add_parser("exchange", help="run a local Bybit-compatible exchange (demo, tests)",
                    add_help=False,
                    description="A local WebSocket server speaking Bybit's spot protocol.")
@@ -141,14 +143,17 @@ def _print_plan(config: Config, as_json: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    # `exchange` has its own parser (in connector.exchange); hand it the rest.
-    if args_list and args_list[0] == "exchange":
+    parser = build_parser()
+    args, rest = parser.parse_known_args(args_list)
+    if args.command != "exchange" and rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    setup_logging(args.log_level, args.log_format)
+    if args.command == "exchange":
+        # Imports nothing of the server (nor websockets) until its arguments are parsed,
+        # so --help works from a plain install.
         from connector.exchange.__main__ import main as exchange_main
 
-        return exchange_main(args_list[1:], prog="bybit-kafka-connector exchange")
-    parser = build_parser()
-    args = parser.parse_args(args_list)
-    setup_logging(args.log_level, args.log_format)
+        return exchange_main(rest, prog="bybit-kafka-connector exchange")
     if args.command == "schema":
         from connector.config_schema import render
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import types
@@ -27,6 +28,15 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 
 from connector import topics
+from connector.config_limits import (
+    MAX_CONFIG_BYTES,
+    MAX_SECONDS,
+    MAX_SECRET_FILE_BYTES,
+    PORT_MAX,
+    check_expanded_size,
+    check_range,
+    read_limited,
+)
 from connector.errors import ConfigError
 
 
@@ -53,15 +63,20 @@ class Secret:
         return hash(self._value)
 
 
-def doc(text: str, *, example: Any = None, secret: bool = False,
-        key: str | None = None) -> dict[str, Any]:
-    """Field metadata: its documentation, an example, whether it is secret, and
-    its YAML key where that is no Python name (``v5-private``)."""
+def doc(text: str, *, example: Any = None, secret: bool = False, key: str | None = None,
+        minimum: float | None = None, maximum: float | None = None) -> dict[str, Any]:
+    """Field metadata: its documentation, an example, whether it is secret, its YAML
+    key where that is no Python name (``v5-private``), and the range a number must lie
+    in (checked at load time, published in the JSON Schema)."""
     meta: dict[str, Any] = {"doc": text, "secret": secret}
     if example is not None:
         meta["example"] = example
     if key is not None:
         meta["key"] = key
+    if minimum is not None:
+        meta["minimum"] = minimum
+    if maximum is not None:
+        meta["maximum"] = maximum
     return meta
 
 
@@ -129,30 +144,40 @@ class BybitConfig:
         "API credentials, required only when a private topic is subscribed (the same "
         "credentials serve `private` and `v5-private`)."))
     ping_interval_seconds: float = field(default=20.0, metadata=doc(
-        "How often to send `{\"ping\"}`; Bybit asks for 20 s."))
+        "How often to send `{\"ping\"}`; Bybit asks for 20 s.", maximum=MAX_SECONDS))
     pong_timeout_seconds: float = field(default=10.0, metadata=doc(
-        "A ping without pong for this long recycles the connection."))
+        "A ping without pong for this long recycles the connection.", maximum=MAX_SECONDS))
     ack_timeout_seconds: float = field(default=10.0, metadata=doc(
-        "A subscribe without acknowledgement for this long is reported and retried."))
+        "A subscribe without acknowledgement for this long is reported and retried.",
+        maximum=MAX_SECONDS))
     auth_timeout_seconds: float = field(default=10.0, metadata=doc(
-        "How long to wait for the private stream's auth answer."))
+        "How long to wait for the private stream's auth answer.", maximum=MAX_SECONDS))
     connect_timeout_seconds: float = field(default=10.0, metadata=doc(
-        "TCP + TLS + WebSocket handshake timeout."))
+        "TCP + TLS + WebSocket handshake timeout.", maximum=MAX_SECONDS))
     reconnect_max_delay_seconds: float = field(default=30.0, metadata=doc(
-        "Cap of the exponential reconnect backoff (first retry is immediate)."))
+        "Cap of the exponential reconnect backoff (first retry is immediate).",
+        maximum=MAX_SECONDS))
     max_subscriptions_per_connection: int = field(default=200, metadata=doc(
         "Topic x symbol pairs one connection carries before another is opened (v5 public "
-        "also opens another before 21,000 characters of args, Bybit's cap)."))
+        "also opens another before 21,000 characters of args, Bybit's cap).", minimum=1))
     max_symbols_per_request: int = field(default=20, metadata=doc(
-        "v1 subscribes symbols as comma-separated lists of at most this many."))
+        "v1 subscribes symbols as comma-separated lists of at most this many.", minimum=1))
+    max_frame_bytes: int = field(default=8 * 1024 * 1024, metadata=doc(
+        "Largest WebSocket message (and decompressed binary frame) accepted, in bytes. "
+        "Larger ones are read through without being kept, counted as undecodable "
+        "(`frame_too_large`) and dead-lettered by reference (size and first 1 KiB). Real "
+        "Bybit frames are far smaller (a 1,000-level book is about 60 KB).",
+        minimum=4096, maximum=1024 * 1024 * 1024))
 
 
 @dataclass(frozen=True)
 class KafkaSecurity:
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = field(
         default="PLAINTEXT", metadata=doc("Protocol used to talk to the brokers."))
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = (
-        field(default=None, metadata=doc("SASL mechanism, with SASL_* protocols.")))
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = (
+        field(default=None, metadata=doc(
+            "SASL mechanism, with SASL_* protocols. (OAUTHBEARER is not supported: it needs "
+            "a token provider, which the connector does not have.)")))
     sasl_plain_username: str | None = field(default=None, metadata=doc(
         "SASL username (PLAIN and SCRAM)."))
     sasl_plain_password: Secret | None = field(default=None, metadata=doc(
@@ -186,11 +211,13 @@ class KafkaConfig:
         "Create missing Kafka topics at start (broker's default partitions and replication). "
         "Turn off where the connector may not create topics."))
     max_pending_records: int = field(default=100_000, metadata=doc(
-        "Bound on records handed to the producer and not yet acknowledged."))
+        "Bound on records handed to the producer and not yet acknowledged.", minimum=1))
     block_timeout_seconds: float = field(default=5.0, metadata=doc(
-        "When the bound is reached, wait this long for room, then drop and count."))
+        "When the bound is reached, wait this long for room, then drop and count.",
+        maximum=MAX_SECONDS))
     flush_timeout_seconds: float = field(default=30.0, metadata=doc(
-        "On shutdown, how long to wait for Kafka to acknowledge what is pending."))
+        "On shutdown, how long to wait for Kafka to acknowledge what is pending.",
+        maximum=MAX_SECONDS))
 
 
 @dataclass(frozen=True)
@@ -218,7 +245,8 @@ class SerializationConfig:
 class MetricsConfig:
     enabled: bool = field(default=True, metadata=doc("Serve /metrics, /healthz, /readyz."))
     host: str = field(default="0.0.0.0", metadata=doc("Listen address."))
-    port: int = field(default=9102, metadata=doc("Listen port."))
+    port: int = field(default=9102, metadata=doc(
+        "Listen port (0: any free port, for tests).", minimum=0, maximum=PORT_MAX))
 
 
 @dataclass(frozen=True)
@@ -295,16 +323,21 @@ _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 def load(path: str | Path, env: typing.Mapping[str, str] | None = None) -> Config:
     """Read, interpolate, validate. Raises ``ConfigError`` naming the YAML path."""
     path = Path(path)
+    data = read_limited(path, MAX_CONFIG_BYTES, "", "config file")
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError("", f"cannot read config file {str(path)!r}: {exc.strerror}") from exc
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError("", f"config file {str(path)!r} is not UTF-8 text: {exc}") from exc
     return loads(text, env=env, base_dir=path.parent)
+
+
 
 
 def loads(text: str, env: typing.Mapping[str, str] | None = None,
           base_dir: Path | None = None) -> Config:
     """Parse a YAML string into a validated ``Config``."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError("", f"the config is larger than {MAX_CONFIG_BYTES // 1024 // 1024} MiB")
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -312,8 +345,11 @@ def loads(text: str, env: typing.Mapping[str, str] | None = None,
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError("", f"not valid YAML at {where}: {problem}") from exc
+    except RecursionError:
+        raise ConfigError("", "the YAML is nested too deeply") from None
     if raw is None:
         raw = {}
+    check_expanded_size(raw)
     ctx = _Ctx(env=os.environ if env is None else env, base_dir=base_dir or Path.cwd())
     config = _build(Config, raw, "", ctx)
     assert isinstance(config, Config)
@@ -329,6 +365,8 @@ class _Ctx:
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
+
+
 
 
 def _type_name(value: Any) -> str:
@@ -372,6 +410,7 @@ def _build(cls: type, raw: Any, path: str, ctx: _Ctx) -> Any:
             kwargs[name] = Secret(_read_secret_file(value, key_path, ctx))
             continue
         kwargs[fields[key].name] = _convert(hints[fields[key].name], value, key_path, ctx)
+        check_range(kwargs[fields[key].name], fields[key].metadata, key_path)
     for name, f in fields.items():
         if (f.name not in kwargs and f.default is dataclasses.MISSING
                 and f.default_factory is dataclasses.MISSING):
@@ -385,10 +424,13 @@ def _read_secret_file(value: Any, path: str, ctx: _Ctx) -> str:
     file = Path(_interpolate(value, path, ctx))
     if not file.is_absolute():
         file = ctx.base_dir / file
+    data = read_limited(file, MAX_SECRET_FILE_BYTES, path, "secret file")
     try:
-        return file.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(path, f"cannot read secret file {str(file)!r}: {exc.strerror}") from exc
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(path, f"secret file {str(file)!r} is not UTF-8 text") from None
+
+
 
 
 def _convert(tp: Any, value: Any, path: str, ctx: _Ctx) -> Any:
@@ -417,7 +459,8 @@ def _convert(tp: Any, value: Any, path: str, ctx: _Ctx) -> Any:
     if origin is Literal:
         choices = get_args(tp)
         if value not in choices:
-            raise ConfigError(path, f"{value!r} is not one of {', '.join(map(str, choices))}")
+            raise ConfigError(path, f"{value!r} is not one of {', '.join(map(str, choices))}",
+                              _UNSUPPORTED.get(value) if isinstance(value, str) else None)
         return value
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path, ctx)  # type: ignore[arg-type]
@@ -441,6 +484,8 @@ def _convert(tp: Any, value: Any, path: str, ctx: _Ctx) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(path, f"expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(path, f"must be a finite number, got {value!r}")
         if value <= 0:
             raise ConfigError(path, f"must be positive, got {value!r}")
         return float(value)
@@ -449,6 +494,13 @@ def _convert(tp: Any, value: Any, path: str, ctx: _Ctx) -> Any:
             raise ConfigError(path, f"expected a string, got {_type_name(value)}")
         return value
     raise TypeError(f"unsupported config type {tp!r} at {path}")  # a bug, not bad input
+
+
+# Values a choice deliberately leaves out, and why (shown with the error).
+_UNSUPPORTED = {
+    "OAUTHBEARER": "OAUTHBEARER needs a token provider, which the connector does not have; "
+                   "use PLAIN or SCRAM",
+}
 
 
 def _coerce_interpolated(tp: Any, value: str) -> Any:
@@ -528,11 +580,21 @@ def _check_kafka(kafka: KafkaConfig) -> None:
         if not host or not port.isdigit():
             raise ConfigError(f"kafka.bootstrap_servers[{i}]",
                               f"{server!r} is not host:port", "e.g. kafka:9092")
-    for key in kafka.producer:
+        if not 1 <= int(port) <= 65535:
+            raise ConfigError(f"kafka.bootstrap_servers[{i}]",
+                              f"{server!r} has port {int(port)}, not between 1 and 65535")
+    for key, value in kafka.producer.items():
         if key not in PRODUCER_KEYS:
             close = difflib.get_close_matches(key, sorted(PRODUCER_KEYS), n=1)
             raise ConfigError(f"kafka.producer.{key}", "is not a kafka-python producer setting",
                               f"did you mean '{close[0]}'?" if close else None)
+        # kafka-python settings are scalars (api_version also a short list of ints).
+        if isinstance(value, list) and key == "api_version" and len(value) <= 4 and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value):
+            continue
+        if value is not None and not isinstance(value, str | int | float | bool):
+            raise ConfigError(f"kafka.producer.{key}", "expected a string, number or boolean, "
+                              f"got {_type_name(value)}")
     if "{topic}" not in kafka.topic_template:
         raise ConfigError("kafka.topic_template", "must contain {topic}",
                           "e.g. bybit.spot.{stream}.{topic}")
@@ -553,8 +615,6 @@ def _check_kafka(kafka: KafkaConfig) -> None:
             raise ConfigError("kafka.security.sasl_plain_username",
                               f"{sec.sasl_mechanism} needs sasl_plain_username and "
                               "sasl_plain_password (or sasl_plain_password_file)")
-    if kafka.max_pending_records < 1:
-        raise ConfigError("kafka.max_pending_records", "must be at least 1")
 
 
 def _check_serialization(ser: SerializationConfig) -> None:

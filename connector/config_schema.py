@@ -51,6 +51,9 @@ def _object_schema(cls: type) -> dict[str, Any]:
     for f in dataclasses.fields(cls):
         key = yaml_key(f)
         schema = _type_schema(hints[f.name])
+        bounds = {k: f.metadata[k] for k in ("minimum", "maximum") if k in f.metadata}
+        if bounds:  # on the number alternative (the other is a ${ENV} reference)
+            schema["anyOf"][0].update(bounds)
         schema["description"] = f.metadata.get("doc", "")
         if f.default is not dataclasses.MISSING and f.default is not None:
             schema["default"] = f.default

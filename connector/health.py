@@ -19,6 +19,8 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from connector.errors import ConnectorError
+
 log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], dict[str, Any]]
@@ -45,7 +47,12 @@ class HealthServer:
     def __init__(self, host: str, port: int, liveness: Liveness,
                  readiness: ReadinessCheck) -> None:
         handler = _make_handler(liveness, readiness)
-        self._server = ThreadingHTTPServer((host, port), handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), handler)
+        except (OSError, OverflowError) as exc:  # port taken, address not local, bad port
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConnectorError(f"metrics.port: cannot listen on {host}:{port}: {reason}") \
+                from exc
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name="health-http", daemon=True)

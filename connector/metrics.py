@@ -28,6 +28,10 @@ LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
 
+# The `topic` label of data for a topic no subscription names: whatever the server
+# sends folds into this one value, so series stay bounded by the config.
+UNKNOWN = "(unknown)"
+
 # Fixed vocabularies for `reason` labels (documented in README).
 DISCONNECT_REASONS = (
     "server_closed", "network_error", "pong_timeout", "auth_failed", "auth_timeout", "shutdown",
@@ -36,6 +40,7 @@ SUBSCRIPTION_FAILURE_REASONS = ("error_ack", "ack_timeout")
 AUTH_FAILURE_REASONS = ("rejected", "closed_after_auth", "timeout")
 UNDECODABLE_REASONS = (
     "invalid_json", "unknown_shape", "decompress_failed", "invalid_utf8", "unexpected_binary",
+    "frame_too_large",
 )
 DEAD_LETTER_REASONS = ("undecodable_frame", "mapping_failed", "serialization_failed",
                        "delivery_failed")
@@ -189,7 +194,8 @@ duplicates_suppressed_total = Counter(
 )
 unrouted_events_total = Counter(
     f"{PREFIX}_unrouted_events_total",
-    "Data for a topic no subscription asked for (e.g. private events not configured).",
+    "Data for a topic or symbol no subscription asked for (not written); unknown topics "
+    "count as topic=\"(unknown)\".",
     ["stream", "topic"],
 )
 
@@ -224,7 +230,10 @@ class LastMessageAge(Collector):
                 self._last.setdefault(key, now)
 
     def touch(self, stream: str, topic: str, symbol: str, mono: float | None = None) -> None:
-        self._last[(stream, topic, symbol)] = time.monotonic() if mono is None else mono
+        """Only registered (configured) keys: what the server sends must not add series."""
+        key = (stream, topic, symbol)
+        if key in self._last:
+            self._last[key] = time.monotonic() if mono is None else mono
 
     def age(self, stream: str, topic: str, symbol: str) -> float | None:
         last = self._last.get((stream, topic, symbol))

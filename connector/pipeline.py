@@ -127,7 +127,7 @@ class Pipeline:
         if isinstance(event, MarketData):
             route = self._routes.get((event.stream, market_topic_id(event)))
             if route is None:
-                metrics.unrouted_events_total.labels(event.stream, event.topic).inc()
+                metrics.unrouted_events_total.labels(event.stream, metrics.UNKNOWN).inc()
                 return
             self._write_market(route, event)
         elif isinstance(event, V5Data):
@@ -232,7 +232,8 @@ class Pipeline:
             name = event.get("e")
             route = self._routes.get(("private", name)) if isinstance(name, str) else None
             if route is None:
-                metrics.unrouted_events_total.labels("private", str(name)[:40]).inc()
+                known = name if name in records.PRIVATE_KINDS else metrics.UNKNOWN  # bounded
+                metrics.unrouted_events_total.labels("private", known).inc()
                 continue
             try:
                 rec = route.mapper(event, data)

@@ -120,6 +120,7 @@ def build_connections(config: Config, on_event: Callable[[Any], None],
                 connect_timeout=bybit.connect_timeout_seconds,
                 backoff_max=bybit.reconnect_max_delay_seconds,
                 max_symbols_per_request=bybit.max_symbols_per_request,
+                max_frame_bytes=bybit.max_frame_bytes,
                 api_key=creds.api_key.get() if private and creds.api_key else None,
                 api_secret=creds.api_secret.get() if private and creds.api_secret else None,
             )

@@ -36,6 +36,7 @@ from typing import Any
 import websocket
 
 from connector import metrics
+from connector.bybit import frames, wire
 from connector.bybit.backoff import backoff, is_retryable
 from connector.bybit.budget import SHARED, ConnectBudget
 from connector.bybit.events import AuthResult, Event, Pong, ServerPing, Stamp, Undecodable
@@ -68,6 +69,7 @@ class ConnectionSettings:
     resubscribe_max: float = 60.0
     healthy_after: float = 30.0  # a session up this long counts as healthy (resets backoff)
     max_symbols_per_request: int = 20
+    max_frame_bytes: int = frames.MAX_FRAME_BYTES
     api_key: str | None = field(default=None, repr=False)
     api_secret: str | None = field(default=None, repr=False)
     budget: ConnectBudget | None = field(default=None, repr=False, compare=False)
@@ -91,7 +93,8 @@ class Connection:
         self.name = settings.name
         self._on_event = on_event
         self._on_subscribe = on_subscribe
-        self.family = family or family_for(settings.stream, settings.max_symbols_per_request)
+        self.family = family or family_for(settings.stream, settings.max_symbols_per_request,
+                                           settings.max_frame_bytes)
         self._stream: Any = settings.stream
         self._budget = settings.budget or SHARED
         self._host = urllib.parse.urlsplit(settings.url).netloc
@@ -114,7 +117,13 @@ class Connection:
         metrics.connect_budget_waits_total.labels(*labels)
         for reason in metrics.DISCONNECT_REASONS:
             metrics.disconnects_total.labels(*labels, reason)
-        self._frame_metrics: dict[str, tuple[Any, Any, Any]] = {}
+        self._frame_metrics: dict[str, tuple[Any, Any, Any]] = {}  # keyed by bounded label
+        # What this connection asked for: labels and data outside it are "(unknown)"/unrouted.
+        self._pairs = frozenset(p for sub in settings.subscriptions
+                                for p in self.family.pairs(sub))
+        self._topic_ids = frozenset(sub.topic_id for sub in settings.subscriptions)
+        for topic_id in (*self._topic_ids, metrics.UNKNOWN):
+            metrics.unrouted_events_total.labels(settings.stream, topic_id)
 
     # -- public state ------------------------------------------------------------
 
@@ -250,13 +259,16 @@ class Connection:
             self._send_all(ws, self._subs.tick())
             self._do_resubscribes(ws)
             try:
-                opcode, data = ws.recv_data()
+                opcode, data = wire.recv_data(ws, s.max_frame_bytes)
             except websocket.WebSocketTimeoutException:
                 continue
             stamp = Stamp(time.time_ns() // 1_000_000, time.monotonic_ns())
             if opcode == websocket.ABNF.OPCODE_CLOSE:
                 raise websocket.WebSocketConnectionClosedException("close frame received")
-            event = self.family.decode(data, stamp, opcode == websocket.ABNF.OPCODE_BINARY)
+            if isinstance(data, frames.Oversize):  # over bybit.max_frame_bytes: not kept
+                event: Any = frames.decode(data, self._stream, stamp)
+            else:
+                event = self.family.decode(data, stamp, opcode == websocket.ABNF.OPCODE_BINARY)
             if isinstance(event, Pong):
                 # Any pong answers our oldest ping: Bybit's carries its own clock, not
                 # an echo of ours. RTT is measured from our send.
@@ -274,7 +286,7 @@ class Connection:
         deadline = time.monotonic() + s.auth_timeout
         while time.monotonic() < deadline and not self._stop.is_set():
             try:
-                opcode, data = ws.recv_data()
+                opcode, data = wire.recv_data(ws, s.max_frame_bytes)
             except websocket.WebSocketTimeoutException:
                 continue
             except websocket.WebSocketConnectionClosedException:
@@ -324,6 +336,11 @@ class Connection:
         info = self.family.data(event)
         if info is not None:
             self._count(event, info)
+            if not self.family.auth_subscribes and not self._pairs.issuperset(info.pairs):
+                # Data for a topic or symbol never subscribed: counted, never written.
+                for topic_id, _symbol in info.pairs:
+                    metrics.unrouted_events_total.labels(s.stream, self._label(topic_id)).inc()
+                return
         elif isinstance(event, ServerPing):
             ws.send(self.family.pong(event.ts))
             metrics.server_pings_total.labels(s.stream, s.name).inc()
@@ -341,14 +358,19 @@ class Connection:
         except Exception:
             log.exception("%s: event handler failed", s.name)
 
+    def _label(self, topic_id: str) -> str:
+        """A configured topic id, else ``(unknown)``: labels stay bounded by the config."""
+        return topic_id if topic_id in self._topic_ids else metrics.UNKNOWN
+
     def _count(self, event: Any, info: DataInfo) -> None:
         for topic_id, symbol in info.pairs:
-            children = self._frame_metrics.get(topic_id)
+            label = self._label(topic_id)
+            children = self._frame_metrics.get(label)
             if children is None:
-                children = (metrics.frames_received_total.labels(self._stream, topic_id),
-                            metrics.received_bytes_total.labels(self._stream, topic_id),
-                            metrics.send_lag_seconds.labels(self._stream, topic_id))
-                self._frame_metrics[topic_id] = children
+                children = (metrics.frames_received_total.labels(self._stream, label),
+                            metrics.received_bytes_total.labels(self._stream, label),
+                            metrics.send_lag_seconds.labels(self._stream, label))
+                self._frame_metrics[label] = children
             children[0].inc()
             children[1].inc(event.size)
             if info.send_time_ms is not None:

@@ -94,8 +94,10 @@ class LegacyFamily:
     acknowledged with ``code``, ``{"ping": ms}`` heartbeats, auth that
     subscribes every private topic at once."""
 
-    def __init__(self, stream: Stream, max_symbols_per_request: int = 20) -> None:
+    def __init__(self, stream: Stream, max_symbols_per_request: int = 20,
+                 max_frame_bytes: int = frames.MAX_FRAME_BYTES) -> None:
         self.stream = stream
+        self._max_bytes = max_frame_bytes
         self.needs_auth = self.auth_subscribes = stream == "private"
         self._per_request = max_symbols_per_request
 
@@ -124,7 +126,7 @@ class LegacyFamily:
         return protocol.build_auth(api_key, api_secret, time.time_ns() // 1_000_000 + 10_000)
 
     def decode(self, raw: str | bytes, stamp: Stamp, binary: bool) -> Event:
-        return frames.decode(raw, self.stream, stamp, binary=binary)
+        return frames.decode(raw, self.stream, stamp, binary=binary, max_bytes=self._max_bytes)
 
     def ack(self, event: Any) -> AckInfo | None:
         if isinstance(event, Ack):
@@ -144,9 +146,11 @@ class LegacyFamily:
         return None
 
 
-def family_for(stream: str, max_symbols_per_request: int = 20) -> Family:
+def family_for(stream: str, max_symbols_per_request: int = 20,
+               max_frame_bytes: int = frames.MAX_FRAME_BYTES) -> Family:
     """The family of a configured stream."""
     if stream in ("v5", "v5-private"):
         from connector.bybit.v5.family import V5Family
         return V5Family(stream)  # type: ignore[arg-type]
-    return LegacyFamily(stream, max_symbols_per_request)  # type: ignore[arg-type]
+    return LegacyFamily(stream, max_symbols_per_request,  # type: ignore[arg-type]
+                        max_frame_bytes)

@@ -3,7 +3,13 @@
 Text frames are JSON. Binary frames (``binary: true`` subscriptions) are
 compressed; Bybit does not document the codec, so it is recognised by its
 magic bytes: gzip (``1f 8b``), zlib (``78 01/5e/9c/da``), raw deflate as the
-last resort. Decompressed size is bounded (zip bombs).
+last resort.
+
+Size: no frame is held whole above ``max_bytes`` (``bybit.max_frame_bytes``,
+default 8 MiB, far above any real Bybit frame: a 1,000-level book is ~60 KB).
+The reader (``wire.py``) hands over an ``Oversize`` (size and first bytes)
+instead, and decompression stops at the same cap (zip bombs); both become
+``Undecodable`` with reason ``frame_too_large``, dead-lettered by reference.
 
 Shapes recognised (see the protocol reference): pong, server ping, auth
 result, subscribe ack (``code`` "0" or not, with ``msg``), the unnamed error
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from dataclasses import dataclass, replace
 from typing import Any
 
 from connector.bybit.events import (
@@ -34,9 +41,34 @@ from connector.bybit.events import (
     Undecodable,
 )
 
-MAX_DECOMPRESSED = 16 * 1024 * 1024
+MAX_FRAME_BYTES = 8 * 1024 * 1024  # default of bybit.max_frame_bytes
+MAX_DECOMPRESSED = MAX_FRAME_BYTES  # kept for callers of decompress()
+HEAD_BYTES = 1024  # what a dead letter keeps of a frame over the cap
 _ZLIB_SECOND = (0x01, 0x5E, 0x9C, 0xDA)
 _TRUE_STRINGS = ("true", "True", "TRUE", "1")
+
+
+class TooLarge(ValueError):
+    """Decompressing would exceed the size cap."""
+
+
+@dataclass(frozen=True, slots=True)
+class Oversize:
+    """A data message over the cap, read through but not kept: its size and first bytes.
+
+    ``opcode`` is the WebSocket opcode of the message (text or binary).
+    """
+
+    opcode: int
+    size: int
+    head: bytes
+    limit: int
+
+    def grown(self, n: int) -> Oversize:
+        return replace(self, size=self.size + n)
+
+    def with_head(self, chunk: bytes) -> Oversize:
+        return replace(self, head=(self.head + chunk)[:HEAD_BYTES])
 
 
 def market_topic_id(data: MarketData) -> str:
@@ -53,8 +85,9 @@ def market_topic_id(data: MarketData) -> str:
     return topic
 
 
-def decompress(raw: bytes) -> bytes:
-    """Inflate a compressed frame; raises ``ValueError`` if it is none of the codecs."""
+def decompress(raw: bytes, max_bytes: int = MAX_FRAME_BYTES) -> bytes:
+    """Inflate a compressed frame; raises ``ValueError`` if it is none of the codecs,
+    ``TooLarge`` past ``max_bytes``."""
     if raw[:2] == b"\x1f\x8b":
         wbits = 16 + zlib.MAX_WBITS
     elif len(raw) >= 2 and raw[0] == 0x78 and raw[1] in _ZLIB_SECOND:
@@ -63,9 +96,9 @@ def decompress(raw: bytes) -> bytes:
         wbits = -zlib.MAX_WBITS
     try:
         inflater = zlib.decompressobj(wbits)
-        out = inflater.decompress(raw, MAX_DECOMPRESSED)
+        out = inflater.decompress(raw, max_bytes)
         if inflater.unconsumed_tail:
-            raise ValueError(f"decompressed frame exceeds {MAX_DECOMPRESSED} bytes")
+            raise TooLarge(f"decompressed frame exceeds bybit.max_frame_bytes ({max_bytes})")
         if not inflater.eof:
             raise ValueError("truncated compressed frame")
         return out
@@ -73,10 +106,16 @@ def decompress(raw: bytes) -> bytes:
         raise ValueError(f"not gzip, zlib or deflate: {exc}") from exc
 
 
-def decode(raw: str | bytes, stream: Stream, stamp: Stamp, binary: bool = False) -> Event:
+def decode(raw: str | bytes | Oversize, stream: Stream, stamp: Stamp, binary: bool = False,
+           max_bytes: int = MAX_FRAME_BYTES) -> Event:
     """Decode one frame. ``binary`` is True for WebSocket binary frames."""
+    if isinstance(raw, Oversize):
+        return Undecodable(raw.head, "frame_too_large",
+                           f"frame of {raw.size} bytes exceeds bybit.max_frame_bytes "
+                           f"({raw.limit}); the dead letter holds its first {len(raw.head)} "
+                           "bytes", stream, stamp)
     try:
-        return _decode(raw, stream, stamp, binary)
+        return _decode(raw, stream, stamp, binary, max_bytes)
     except Exception as exc:
         return _bad(raw, "unknown_shape", f"{type(exc).__name__}: {exc}", stream, stamp)
 
@@ -86,11 +125,14 @@ def _bad(raw: str | bytes, reason: str, detail: str, stream: Stream, stamp: Stam
     return Undecodable(data, reason, detail[:300], stream, stamp)
 
 
-def _decode(raw: str | bytes, stream: Stream, stamp: Stamp, binary: bool) -> Event:
+def _decode(raw: str | bytes, stream: Stream, stamp: Stamp, binary: bool,
+            max_bytes: int) -> Event:
     text: str | bytes = raw
     if binary:
         try:
-            text = decompress(raw.encode() if isinstance(raw, str) else raw)
+            text = decompress(raw.encode() if isinstance(raw, str) else raw, max_bytes)
+        except TooLarge as exc:
+            return _bad(raw, "frame_too_large", str(exc), stream, stamp)
         except ValueError as exc:
             return _bad(raw, "decompress_failed", str(exc), stream, stamp)
     try:

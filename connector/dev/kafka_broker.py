@@ -62,11 +62,27 @@ def _java() -> str:
     return java
 
 
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a listener could not bind ``host:port`` (as Java would, SO_REUSEADDR)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 class KafkaBroker:
     """One broker+controller process on 127.0.0.1 (a context manager).
 
     ``bootstrap_servers`` is ``"127.0.0.1:PORT"``. ``restart()`` stops and
     starts it again on the same ports with the same data (for outage tests).
+
+    It only reports ready when the broker answering on its port is this one:
+    its ports must be free before Java starts, its process alive, and the
+    cluster id the broker reports the one its storage was formatted with
+    (another broker already on the port would otherwise answer for it).
     """
 
     def __init__(self, port: int | None = None, partitions: int = 1,
@@ -80,6 +96,7 @@ class KafkaBroker:
         self._dir = Path(tempfile.mkdtemp(prefix="kafka-broker-"))
         self._proc: subprocess.Popen[bytes] | None = None
         self.start_seconds: float | None = None
+        self.cluster_id: str | None = None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -131,47 +148,76 @@ rootLogger.appenderRef.file.ref = FILE
                 f"-Dlog4j2.configurationFile={self._dir / 'log4j2.properties'}",
                 "-cp", self._classpath(), main, *args]
 
+    def check_ports_free(self) -> None:
+        """Raise if another process listens on our ports (e.g. another broker)."""
+        for port in (self.port, self.controller_port):
+            if port_in_use(port):
+                raise RuntimeError(f"port {port} on 127.0.0.1 is in use (another broker?)")
+
     def start(self) -> KafkaBroker:
+        """Start and wait until ready; on any failure no Java process is left running."""
         started = time.monotonic()
+        self.check_ports_free()
         props = self._write_config()
         if not (self._dir / "data" / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            self.cluster_id = cluster_id
             fmt = subprocess.run(
                 self._java_cmd("kafka.tools.StorageTool", "format", "-t", cluster_id,
                                "-c", str(props)),
                 capture_output=True, text=True, timeout=120)
             if fmt.returncode != 0:
                 raise RuntimeError(f"formatting KRaft storage failed:\n{fmt.stdout}{fmt.stderr}")
+        elif self.cluster_id is None:
+            meta = (self._dir / "data" / "meta.properties").read_text()
+            self.cluster_id = next((line.split("=", 1)[1].strip() for line in meta.splitlines()
+                                    if line.startswith("cluster.id=")), None)
         out = open(self._dir / "stdout.log", "ab")  # noqa: SIM115 (owned by the process)
         self._proc = subprocess.Popen(self._java_cmd("kafka.Kafka", str(props)), stdout=out,
                                       stderr=subprocess.STDOUT, start_new_session=True)
         out.close()
-        self._wait_ready(started)
+        try:
+            self._wait_ready(started)
+        except BaseException:
+            self._terminate()
+            raise
         self.start_seconds = time.monotonic() - started
         log.info("Kafka %s ready at %s in %.1f s", KAFKA_VERSION, self.bootstrap_servers,
                  self.start_seconds)
         return self
 
-    def _wait_ready(self, started: float) -> None:
+    def _cluster_answering(self) -> str | None:
+        """The cluster id of whichever broker answers on our port (None: no answer)."""
         from kafka import KafkaAdminClient
         from kafka.errors import KafkaError
 
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers,
+                                     request_timeout_ms=3000)
+            try:
+                answered = admin.describe_cluster().get("cluster_id")
+            finally:
+                admin.close()
+        except (KafkaError, OSError, ValueError):
+            return None
+        return str(answered) if answered is not None else None
+
+    def _wait_ready(self, started: float) -> None:
         deadline = started + self.start_timeout
         while time.monotonic() < deadline:
             assert self._proc is not None
+            answered = self._cluster_answering()
+            if answered is not None and answered != self.cluster_id:
+                # Ours cannot have bound the port: another broker holds it.
+                raise RuntimeError(f"port {self.port} on 127.0.0.1 is served by another broker "
+                                   f"(cluster {answered}), not this broker "
+                                   f"(cluster {self.cluster_id})")
             if self._proc.poll() is not None:
                 raise RuntimeError(f"Kafka exited with {self._proc.returncode}:\n"
                                    + self.log_tail())
-            try:
-                admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers,
-                                         request_timeout_ms=3000)
-                try:
-                    admin.list_topics()
-                    return
-                finally:
-                    admin.close()
-            except (KafkaError, OSError, ValueError):
-                time.sleep(0.3)
+            if answered is not None:
+                return
+            time.sleep(0.3)
         tail = self.log_tail()
         self.stop()
         raise RuntimeError(f"Kafka did not accept metadata requests within "
@@ -239,11 +285,20 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with KafkaBroker(port=args.port) as broker:
+    broker = KafkaBroker(port=args.port)
+    try:
+        broker.start()
+    except RuntimeError as exc:
+        broker.stop()
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    try:
         print(f"Kafka {KAFKA_VERSION} at {broker.bootstrap_servers} "
               f"(started in {broker.start_seconds:.1f} s, RSS {broker.rss_bytes() >> 20} MiB)",
               flush=True)
         stop.wait()
+    finally:
+        broker.stop()
     return 0
 
 

@@ -9,8 +9,8 @@ import signal
 import sys
 import threading
 
-from connector.exchange.server import ExchangeServer
-from connector.exchange.v5 import V5Settings
+EXTRA_HINT = ("error: the local exchange needs the 'exchange' extra: "
+              "pip install 'bybit-kafka-connector[exchange]'")
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m connector.exchange") -> int:
@@ -50,6 +50,14 @@ def main(argv: list[str] | None = None, prog: str = "python -m connector.exchang
                         help="v5: candle length multiplier (0.01: a 1-minute candle lasts "
                              "0.6 s; default: 1)")
     args = parser.parse_args(argv)
+    try:
+        from connector.exchange.server import ExchangeServer
+        from connector.exchange.v5 import V5Settings
+    except ImportError as exc:
+        if exc.name != "websockets" and "websockets" not in str(exc):
+            raise
+        print(EXTRA_HINT, file=sys.stderr)
+        return 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s exchange: %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per connection is noise
     secret = os.environ.get(args.api_secret_env, "") if args.api_secret_env else "demo-secret"

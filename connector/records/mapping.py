@@ -23,9 +23,11 @@ whose fields have ``"bybit"`` attributes is mapped element by element (each
 element with its own ``extra``).
 
 Keys Bybit sends that the schema does not know go to ``extra`` as JSON text.
-A missing required field or a value of the wrong type raises ``MappingError``
-(never a half-filled record). ``map_item`` maps one item by a plan;
-``row_mapper`` compiles the same for the hot path.
+A missing required field, a value of the wrong type or a value nested too
+deeply to write back as JSON (``RecursionError``) raises ``MappingError``
+(never a half-filled record, never an exception the pipeline does not route).
+``map_item`` maps one item by a plan; ``row_mapper`` compiles the same for the
+hot path.
 """
 
 from __future__ import annotations
@@ -52,11 +54,18 @@ class _Bad(ValueError):
     """Internal: a conversion failed; turned into MappingError with context."""
 
 
+def _show(value: Any) -> str:
+    """A short preview of a bad value for an error message (never recurses deeply)."""
+    if isinstance(value, dict | list):
+        return f"a JSON {'object' if isinstance(value, dict) else 'array'} of {len(value)}"
+    return json.dumps(value)[:40]
+
+
 def to_str(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, bool) or value is None or isinstance(value, dict | list):
-        raise _Bad(f"expected a string, got {json.dumps(value)[:40]}")
+        raise _Bad(f"expected a string, got {_show(value)}")
     return json.dumps(value)
 
 
@@ -68,7 +77,7 @@ def to_long(value: Any) -> int:
             return int(value)
         except ValueError:
             pass
-    raise _Bad(f"expected an integer, got {json.dumps(value)[:40]}")
+    raise _Bad(f"expected an integer, got {_show(value)}")
 
 
 def to_int(value: Any) -> int:
@@ -82,7 +91,7 @@ def to_bool(value: Any) -> bool:
     try:
         return _TRUE[value]
     except (KeyError, TypeError):
-        raise _Bad(f"expected a boolean, got {json.dumps(value)[:40]}") from None
+        raise _Bad(f"expected a boolean, got {_show(value)}") from None
 
 
 _LISTS = frozenset({list})
@@ -119,19 +128,19 @@ def to_balances(value: Any) -> list[dict[str, str]]:
 def exact_str(value: Any) -> str:
     if type(value) is str:
         return value
-    raise _Bad(f"expected a string, got {json.dumps(value)[:40]}")
+    raise _Bad(f"expected a string, got {_show(value)}")
 
 
 def exact_long(value: Any) -> int:
     if type(value) is int:  # not bool, whose type is bool
         return value
-    raise _Bad(f"expected an integer, got {json.dumps(value)[:40]}")
+    raise _Bad(f"expected an integer, got {_show(value)}")
 
 
 def exact_int(value: Any) -> int:
     if type(value) is int and -(2**31) <= value < 2**31:
         return value
-    raise _Bad(f"expected a 32-bit integer, got {json.dumps(value)[:40]}")
+    raise _Bad(f"expected a 32-bit integer, got {_show(value)}")
 
 
 def long_text(value: Any) -> int:
@@ -145,18 +154,21 @@ def long_text(value: Any) -> int:
         else:
             if str(number) == value:
                 return number
-    raise _Bad(f"expected an integer as a string, got {json.dumps(value)[:40]}")
+    raise _Bad(f"expected an integer as a string, got {_show(value)}")
 
 
 def exact_bool(value: Any) -> bool:
     if type(value) is bool:
         return value
-    raise _Bad(f"expected true or false, got {json.dumps(value)[:40]}")
+    raise _Bad(f"expected true or false, got {_show(value)}")
 
 
 def json_text(value: Any) -> str:
     """Any JSON value as its JSON text (``""`` becomes the two-character text ``""``)."""
-    return json.dumps(value)
+    try:
+        return json.dumps(value)
+    except RecursionError:
+        raise _Bad("nested too deeply to keep as JSON") from None
 
 
 def string_map(value: Any) -> dict[str, str]:
@@ -315,7 +327,12 @@ def row_mapper(kind: str, plan: list[FieldPlan], known: frozenset[str]) -> RowMa
             else:
                 out[name] = map_value(kind, name, f"Bybit field {key!r}", convert, value)
         if len(item) > n_known or not known.issuperset(item):
-            out["extra"] = {k: json.dumps(v) for k, v in item.items() if k not in known} or None
+            try:
+                out["extra"] = {k: json.dumps(v) for k, v in item.items()
+                                if k not in known} or None
+            except RecursionError:
+                raise MappingError(kind, "extra", "a field Bybit added is nested too deeply "
+                                                  "to keep as JSON") from None
         else:
             out["extra"] = None
         return out
@@ -341,7 +358,11 @@ def map_item(kind: str, plan: list[FieldPlan], known: frozenset[str], item: Any,
             raise MappingError(kind, name, f"Bybit field {key!r}: {exc}") from None
     extra = None
     if len(item) > len(known) or not known.issuperset(item):
-        unknown = {k: json.dumps(v) for k, v in item.items() if k not in known}
+        try:
+            unknown = {k: json.dumps(v) for k, v in item.items() if k not in known}
+        except RecursionError:
+            raise MappingError(kind, "extra", "a field Bybit added is nested too deeply to "
+                                              "keep as JSON") from None
         extra = unknown or None
     out["extra"] = extra
     return out

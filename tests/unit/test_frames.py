@@ -138,4 +138,13 @@ def test_zip_bomb_is_refused() -> None:
     bomb = gzip.compress(b"0" * (20 * 1024 * 1024))
     with pytest.raises(ValueError, match="exceeds"):
         decompress(bomb)
-    assert decode(bomb, "v1", STAMP, binary=True).reason == "decompress_failed"  # type: ignore[union-attr]
+    assert decode(bomb, "v1", STAMP, binary=True).reason == "frame_too_large"  # type: ignore[union-attr]
+
+
+def test_decompression_is_capped_at_max_frame_bytes() -> None:
+    frame = gzip.compress(json.dumps({"topic": "trade", "symbol": "BTCUSDT", "data": [],
+                                      "pad": "x" * 100_000}).encode())
+    assert isinstance(decode(frame, "v1", STAMP, binary=True), MarketData)
+    small = decode(frame, "v1", STAMP, binary=True, max_bytes=50_000)
+    assert isinstance(small, Undecodable) and small.reason == "frame_too_large"
+    assert small.raw == frame  # the compressed frame is within the cap: kept whole
