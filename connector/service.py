@@ -21,6 +21,8 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from connector import metrics, records
 from connector.bybit import connection as bybit_connection
 from connector.bybit import protocol
@@ -238,8 +240,12 @@ class Connector:
         if self.sink is not None:
             started = time.monotonic()
             lost = self.sink.close()
-            log.info("shutdown: Kafka flushed in %.2f s; records accepted=%d lost=%d",
-                     time.monotonic() - started, self.sink.accepted, lost)
+            dropped = sum(REGISTRY.get_sample_value(f"{metrics.PREFIX}_dropped_records_total",
+                                                    {"reason": r}) or 0
+                          for r in metrics.DROP_REASONS)
+            log.info("shutdown: Kafka flushed in %.2f s; records accepted=%d lost=%d "
+                     "dropped=%d (every reason, lost included)",
+                     time.monotonic() - started, self.sink.accepted, lost, dropped)
         if self.health is not None:
             self.health.stop()
         return lost
@@ -254,9 +260,11 @@ class Connector:
 def run(config: Config) -> int:
     """Run until SIGTERM/SIGINT; exit code 0 after a clean flush."""
     stop = threading.Event()
+    requested: list[float] = []
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s: shutting down", signal.Signals(signum).name)
+        requested.append(time.monotonic())
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -268,4 +276,6 @@ def run(config: Config) -> int:
             connector.tick()
     finally:
         connector.stop()
+        if requested:
+            log.info("stopped (%.2f s after the stop request)", time.monotonic() - requested[0])
     return 0

@@ -148,6 +148,7 @@ def ensure_topics(config: KafkaConfig, topics: list[str], create: bool = True,
                 if k in KafkaAdminClient.DEFAULT_CONFIG}
     if bootstrap_timeout is not None:
         settings["bootstrap_timeout_ms"] = int(bootstrap_timeout * 1000)
+        tcp_probe(config.bootstrap_servers, bootstrap_timeout)
     try:
         admin = KafkaAdminClient(**settings)
     except KafkaError as exc:
@@ -168,6 +169,28 @@ def ensure_topics(config: KafkaConfig, topics: list[str], create: bool = True,
         return []
     finally:
         admin.close()
+
+
+def tcp_probe(addresses: Sequence[str], timeout: float) -> None:
+    """Raise ``DeliveryError`` unless one bootstrap address accepts a TCP connection.
+
+    Checked before building a Kafka client: a client that cannot bootstrap
+    leaves I/O threads behind that delay the process's exit by seconds.
+    """
+    import socket
+
+    from connector.errors import DeliveryError
+
+    errors = []
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "localhost", int(port)),
+                                          timeout=timeout):
+                return
+        except (OSError, ValueError) as exc:
+            errors.append(f"{address}: {exc}")
+    raise DeliveryError("cannot connect: " + "; ".join(errors))
 
 
 def error_reason(exc: BaseException) -> str:

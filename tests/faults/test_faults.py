@@ -45,8 +45,18 @@ def check(outcome: Outcome, rows: list[Outcome], ours: bool) -> None:
 
 
 def finish(conn: ConnectorProcess, exchange: ExchangeServer) -> None:
+    """Stop the feeds, let the connector read everything already sent, SIGTERM."""
     exchange.pause_feeds()
-    time.sleep(1.0)
+    seen = [-1.0]
+
+    def caught_up() -> bool:
+        now = conn.metric("bybit_connector_frames_received_total")
+        done = now == seen[0]
+        seen[0] = now
+        time.sleep(1.0)
+        return done
+
+    wait_for(caught_up, 120, "the connector kept reading")
     assert conn.sigterm() == 0
 
 
