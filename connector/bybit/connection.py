@@ -178,6 +178,8 @@ class Connection:
                     log.error("%s: %s (will retry slowly)", self.name, self.last_error)
                     delays = backoff(s.backoff_max, s.auth_retry_max, immediate_first=False)
             finally:
+                if self.all_subscribed and reason not in ("auth_failed", "auth_timeout"):
+                    delays = backoff(s.backoff_initial, s.backoff_max)  # a good subscribe
                 self._close(reason)
             if self._stop.is_set():
                 break
