@@ -416,7 +416,8 @@ class KafkaSink:
             return
         reason = error_reason(exc)
         metrics.kafka_send_errors_total.labels(d.topic, reason).inc()
-        d.error = f"{type(exc).__name__}: {exc}"
+        text, name = str(exc), type(exc).__name__
+        d.error = text if text.startswith(name) else f"{name}: {text}"
         self.last_error_monotonic = time.monotonic()
         self.last_error = d.error[:DETAIL_MAX]
         if d.dead_letter:

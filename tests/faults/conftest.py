@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fault_rig import Outcome
+from fault_rig import ConnectorProcess, Outcome
 
 from connector.dev.kafka_broker import KafkaBroker
 
@@ -21,6 +21,14 @@ _rows: list[Outcome] = []
 def record_outcome() -> Iterator[list[Outcome]]:
     """Append an ``Outcome`` to the table (before asserting on it)."""
     yield _rows
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_connectors() -> Iterator[None]:
+    """Kill (by pid) any connector process a failed test left running."""
+    yield
+    for conn in list(ConnectorProcess.running):
+        conn.kill9()
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from connector.dev.consume import AvroDecoder, read_all
 from connector.dev.kafka_broker import KafkaBroker, free_port
@@ -47,6 +48,8 @@ class Outcome:
 class ConnectorProcess:
     """``python -m connector run`` with a generated config, scraped over HTTP."""
 
+    running: ClassVar[set[ConnectorProcess]] = set()  # for the suite's clean-up
+
     def __init__(self, exchange: ExchangeServer, bootstrap: str, prefix: str, workdir: Path,
                  symbols: list[str] = SYMBOLS, kafka_extra: str = "") -> None:
         self.port = free_port()
@@ -79,6 +82,7 @@ subscriptions:
             [sys.executable, "-m", "connector", "run", "--config", str(self.config)],
             stderr=self._err, stdout=subprocess.DEVNULL, text=True, cwd=ROOT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        ConnectorProcess.running.add(self)
         wait_for(lambda: self.metric("bybit_connector_subscriptions_active") >= len(SYMBOLS)
                  or False, 90, "the connector did not subscribe")
         return self
@@ -115,6 +119,7 @@ subscriptions:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(timeout)
+        ConnectorProcess.running.discard(self)
         self._err.close()
         text = self.stderr.read_text(errors="replace")
         found = re.findall(r"records accepted=(\d+) lost=(\d+) dropped=(\d+)", text)
@@ -127,6 +132,7 @@ subscriptions:
         self.dropped += self.metric("bybit_connector_dropped_records_total")
         self.proc.kill()
         self.proc.wait(30)
+        ConnectorProcess.running.discard(self)
         self._err.close()
 
     def outcome(self, fault: str, exchange: ExchangeServer, bootstrap: str,

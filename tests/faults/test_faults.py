@@ -146,5 +146,8 @@ def test_broker_kill9_outage(fault_broker: KafkaBroker, exchange: ExchangeServer
                            fault_broker.bootstrap_servers, recovery)
     check(outcome, record_outcome, ours=False)
     landed = conn.landed_ids
+    sink_lines = [line for line in conn.stderr.read_text(errors="replace").splitlines()
+                  if "connector.sink" in line]
+    assert len(sink_lines) < 10 + down, "refused records are logged one by one"
     assert after and after <= landed, "a trade sent after the broker came back did not land"
     assert recovery < 60, (status, body)
