@@ -70,6 +70,7 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 DETAIL_MAX = 512
 STALL_SECONDS = 15.0  # no acknowledgement for this long, with work and a broker: replace
 SUMMARY_SECONDS = 5.0  # at most one summary line per topic and reason this often
+FLUSH_GIVE_UP_SECONDS = 1.0  # flush stops early once no broker even accepts TCP this long
 
 
 class KeyHashPartitioner(Partitioner):
@@ -575,13 +576,25 @@ class KafkaSink:
     def flush(self, timeout: float) -> int:
         """Wait up to ``timeout`` s for every pending record (refused ones
         included: the watchdog dead-letters them). Returns how many are still
-        unacknowledged."""
+        unacknowledged. Stops early when no broker even accepts a TCP
+        connection: waiting cannot deliver anything, and SIGTERM must end the
+        process promptly (what is pending is then counted by ``close``)."""
         deadline = time.monotonic() + timeout
+        down_since: float | None = None
         while True:
             try:
                 self._producer.flush(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
             except KafkaError:
                 pass  # not everything acknowledged yet: wait below, bounded by the deadline
+            now = time.monotonic()
+            if self._pending and not self.broker_connected():
+                down_since = now if down_since is None else down_since
+                if now - down_since >= FLUSH_GIVE_UP_SECONDS and not self._listening():
+                    log.warning("no Kafka broker is listening at %s; not waiting for the "
+                                "flush timeout", ",".join(self._config.bootstrap_servers))
+                    return self._pending
+            else:
+                down_since = None
             with self._lock:
                 if self._pending == 0 or time.monotonic() >= deadline:
                     return self._pending
@@ -590,6 +603,13 @@ class KafkaSink:
                     self._room.wait(min(0.05, max(0.0, deadline - time.monotonic())))
                 finally:
                     self._waiting -= 1
+
+    def _listening(self) -> bool:
+        try:
+            tcp_probe(self._config.bootstrap_servers, 0.5)
+        except ConnectorError:
+            return False
+        return True
 
     def close(self, timeout: float | None = None) -> int:
         """Flush (bounded), close the producer; count what could not be delivered.

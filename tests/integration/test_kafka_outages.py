@@ -167,3 +167,27 @@ subscriptions:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_close_with_the_broker_down_counts_and_returns_promptly() -> None:
+    """SIGTERM during an outage: no waiting out the flush timeout for a broker
+    that is not there; everything unacknowledged is counted."""
+    from prometheus_client import REGISTRY
+
+    def shutdown_drops() -> float:
+        return REGISTRY.get_sample_value("bybit_connector_dropped_records_total",
+                                         {"reason": "shutdown_timeout"}) or 0
+
+    with KafkaBroker(start_timeout=180) as broker:
+        sink = KafkaSink(KafkaConfig(bootstrap_servers=[broker.bootstrap_servers],
+                                     dead_letter_topic="down.dlq", flush_timeout_seconds=30))
+        assert sink.send("down.data", b"k", b"warm", [], time.monotonic_ns())
+        assert sink.flush(30) == 0
+        broker.kill()
+        for i in range(100):
+            assert sink.send("down.data", b"k", b"%d" % i, [], time.monotonic_ns())
+        before = shutdown_drops()
+        started = time.monotonic()
+        assert sink.close() == 100
+        assert time.monotonic() - started < 5
+        assert shutdown_drops() - before == 100
