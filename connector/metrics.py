@@ -173,6 +173,10 @@ producer_buffer_capacity_records = Gauge(
     f"{PREFIX}_producer_buffer_capacity_records",
     "Bound on unacknowledged records before backpressure applies.",
 )
+producer_restarts_total = Counter(
+    f"{PREFIX}_producer_restarts_total",
+    "Kafka producers replaced because they stopped making progress with a broker connected.",
+)
 kafka_record_retries_per_second = Gauge(
     f"{PREFIX}_kafka_record_retries_per_second",
     "Records the Kafka client is retrying per second (kafka-python's record-retry-rate).",

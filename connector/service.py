@@ -1,10 +1,14 @@
 """The running connector: builds every stage from the config, starts them in
 order, and stops them in the reverse order so nothing accepted is lost.
 
-Start: metrics/health listener → Kafka sink (+ schema registry ids) →
-pipeline → WebSocket connections. Stop (SIGTERM/SIGINT): connections first
-(stop reading), then flush Kafka within ``kafka.flush_timeout_seconds``,
-then close the listener.
+Start: metrics/health listener → Kafka (retried with backoff until a broker
+answers, one log line per attempt naming the bootstrap address; liveness
+stays 200 and /readyz says why it is 503 meanwhile; SIGTERM ends the wait at
+once) → Kafka sink (+ schema registry ids) → de-duplication memory seeded
+from Kafka → pipeline → WebSocket connections. No WebSocket opens before
+Kafka answers, so nothing is read that could not be kept. Stop
+(SIGTERM/SIGINT): connections first (stop reading), then flush Kafka within
+``kafka.flush_timeout_seconds``, then close the listener.
 """
 
 from __future__ import annotations
@@ -17,18 +21,25 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from connector import metrics, records
 from connector.bybit import connection as bybit_connection
 from connector.bybit import protocol
 from connector.bybit.v5 import protocol as v5_protocol
 from connector.config import Config
+from connector.errors import DeliveryError
 from connector.health import HealthServer, Liveness
 from connector.pipeline import Pipeline, build_routes
 from connector.registry import SchemaRegistryClient, subject_for
+from connector.seed import seed_dedup
 from connector.serde import ConfluentSerializer, PlainAvroSerializer, Serializer, canonical_schema
 from connector.sink import KafkaSink, ensure_topics
 
 log = logging.getLogger(__name__)
+
+KAFKA_RETRY_FIRST, KAFKA_RETRY_MAX = 1.0, 30.0  # seconds between start-up attempts
+KAFKA_PROBE_SECONDS = 1.5  # one attempt's bootstrap wait (bounds the SIGTERM delay)
 
 
 def serializer_factory(config: Config) -> Callable[[str, str], Serializer]:
@@ -154,25 +165,31 @@ def _init_metrics(config: Config) -> None:
 class Connector:
     """Everything ``run`` starts, as one object tests can drive in-process."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, stop_event: threading.Event | None = None) -> None:
         self.config = config
         self.liveness = Liveness()
         self.sink: KafkaSink | None = None
         self.connections: list[bybit_connection.Connection] = []
         self.health: HealthServer | None = None
+        self.stop_event = stop_event or threading.Event()
+        self.kafka_attempts = 0
+        self.kafka_error: str | None = None
         self._stopped = False
 
     def start(self) -> Connector:
+        """Start every stage; returns early (nothing opened) if ``stop_event``
+        is set while Kafka is still unreachable."""
         _init_metrics(self.config)
         if self.config.metrics.enabled:
             self.health = HealthServer(self.config.metrics.host, self.config.metrics.port,
                                        self.liveness, self.readiness).start()
-        if self.config.kafka.create_topics:
-            ensure_topics(self.config.kafka, [
-                *{self.config.kafka_topic(s) for s in self.config.subscriptions},
-                self.config.kafka.dead_letter_topic])
-        self.sink = KafkaSink(self.config.kafka)
+        topics = [*{self.config.kafka_topic(s) for s in self.config.subscriptions},
+                  self.config.kafka.dead_letter_topic]
+        self.sink = self._connect_kafka(topics)
+        if self.sink is None:
+            return self
         routes = build_routes(self.config, serializer_factory(self.config))
+        seed_dedup(self.config, routes)
         self.pipeline = Pipeline(routes, self.sink)
         self.connections = build_connections(self.config, self.pipeline.handle,
                                              self.pipeline.expect_snapshot)
@@ -190,6 +207,43 @@ class Connector:
                 return
         log.warning("no connection carries %s %s %s to resubscribe", stream, topic_id, symbol)
 
+    def _connect_kafka(self, topics: list[str]) -> KafkaSink | None:
+        """Retry until a broker answers (backoff, one line per attempt), or stop."""
+        kafka = self.config.kafka
+        address = ",".join(kafka.bootstrap_servers)
+        delay = KAFKA_RETRY_FIRST
+        client_log = logging.getLogger("kafka")
+        level = client_log.level
+        client_log.setLevel(logging.CRITICAL)  # its own lines repeat ours 4 times per attempt
+        try:
+            while not self.stop_event.is_set():
+                self.kafka_attempts += 1
+                self.liveness.tick()
+                try:
+                    ensure_topics(kafka, topics, create=kafka.create_topics,
+                                  bootstrap_timeout=KAFKA_PROBE_SECONDS)
+                    client_log.setLevel(level)
+                    sink = KafkaSink(kafka, warm_topics=topics)
+                    self.kafka_error = None
+                    if self.kafka_attempts > 1:
+                        log.info("Kafka at %s answered (attempt %d)", address,
+                                 self.kafka_attempts)
+                    return sink
+                except DeliveryError as exc:
+                    client_log.setLevel(logging.CRITICAL)
+                    self.kafka_error = str(exc)[:512]
+                    log.warning("Kafka at %s not reachable (attempt %d: %s); retrying in "
+                                "%.0f s", address, self.kafka_attempts, self.kafka_error, delay)
+                deadline = time.monotonic() + delay
+                while not self.stop_event.wait(max(0.0, min(1.0, deadline - time.monotonic()))):
+                    self.liveness.tick()
+                    if time.monotonic() >= deadline:
+                        break
+                delay = min(KAFKA_RETRY_MAX, delay * 2)
+            return None
+        finally:
+            client_log.setLevel(level)
+
     def tick(self) -> None:
         """Called by the supervisor loop: liveness holds while every connection
         thread is running, so a dead thread fails /healthz and the pod restarts."""
@@ -200,15 +254,19 @@ class Connector:
         self.liveness.tick()
 
     def readiness(self) -> dict[str, Any]:
-        kafka_ok = self.sink is not None and self.sink.kafka_reachable()
+        if self.sink is not None:
+            kafka = self.sink.status()
+        else:
+            kafka = {"ready": False, "connected": False,
+                     "bootstrap_servers": list(self.config.kafka.bootstrap_servers),
+                     "attempts": self.kafka_attempts}
+            if self.kafka_error:
+                kafka["last_error"] = self.kafka_error
         conns = [{"name": c.name, "up": c.is_up, "subscribed": c.all_subscribed,
                   "last_error": c.last_error} for c in self.connections]
-        ready = kafka_ok and bool(conns) and all(c["up"] and c["subscribed"] for c in conns)
-        body: dict[str, Any] = {"ready": ready, "kafka": {"reachable": kafka_ok},
-                                "connections": conns}
-        if self.sink is not None and self.sink.last_error:
-            body["kafka"]["last_error"] = self.sink.last_error
-        return body
+        ready = (bool(kafka["ready"]) and bool(conns)
+                 and all(c["up"] and c["subscribed"] for c in conns))
+        return {"ready": ready, "kafka": kafka, "connections": conns}
 
     def stop(self) -> int:
         """Stop reading, flush Kafka, close. Returns records counted as dropped at close."""
@@ -226,8 +284,12 @@ class Connector:
         if self.sink is not None:
             started = time.monotonic()
             lost = self.sink.close()
-            log.info("shutdown: Kafka flushed in %.2f s; records accepted=%d lost=%d",
-                     time.monotonic() - started, self.sink.accepted, lost)
+            dropped = sum(REGISTRY.get_sample_value(f"{metrics.PREFIX}_dropped_records_total",
+                                                    {"reason": r}) or 0
+                          for r in metrics.DROP_REASONS)
+            log.info("shutdown: Kafka flushed in %.2f s; records accepted=%d lost=%d "
+                     "dropped=%d (every reason, lost included)",
+                     time.monotonic() - started, self.sink.accepted, lost, dropped)
         if self.health is not None:
             self.health.stop()
         return lost
@@ -242,18 +304,22 @@ class Connector:
 def run(config: Config) -> int:
     """Run until SIGTERM/SIGINT; exit code 0 after a clean flush."""
     stop = threading.Event()
+    requested: list[float] = []
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s: shutting down", signal.Signals(signum).name)
+        requested.append(time.monotonic())
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    connector = Connector(config)
+    connector = Connector(config, stop)
     try:
         connector.start()
         while not stop.wait(1.0):
             connector.tick()
     finally:
         connector.stop()
+        if requested:
+            log.info("stopped (%.2f s after the stop request)", time.monotonic() - requested[0])
     return 0

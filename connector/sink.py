@@ -15,10 +15,20 @@ for room; if the buffer stays full past that, ``send`` drops (and counts)
 immediately until room frees up, so a long broker outage never stalls the
 WebSocket threads for more than one timeout and memory stays bounded.
 
+Outages: a record Kafka refuses keeps its slot of the bound until it is
+dead-lettered (or counted), so memory stays bounded in any outage. Refused
+records are re-routed by the sink's own watchdog thread, never on a
+connection thread, and logged as one summary line per topic and reason every
+few seconds. The watchdog also replaces a producer that stops making progress
+while a broker is connected (kafka-python 3.0's idempotent producer wedges for
+good after a batch that was already retried expires: ``reset_producer_id``
+leaves it READY without a producer id, and the sender never asks for a new
+one); what the old producer still held is re-sent by the new one, what was
+acknowledged is not (``bybit_connector_producer_restarts_total``).
+
 Thread-safety: ``send`` and ``dead_letter`` may be called from several
 threads. Delivery callbacks run on kafka-python's I/O thread; they only
-count and latch failures, which are re-routed on the next ``send``/``flush``
-on a caller's thread.
+count and queue failures for the watchdog.
 """
 
 from __future__ import annotations
@@ -28,148 +38,31 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
-from kafka.partitioner.abc import Partitioner
-from kafka.partitioner.default import DefaultPartitioner, murmur2
 
 from connector import metrics
 from connector.config import KafkaConfig
+from connector.errors import ConnectorError
+from connector.kafka_client import (  # noqa: F401 (re-exported: the sink's public API)
+    PRODUCER_DEFAULTS,
+    KeyHashPartitioner,
+    ensure_topics,
+    error_reason,
+    producer_settings,
+    tcp_probe,
+)
 
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]  # a list: kafka-python takes no other sequence
 
-# Safe defaults; anything under `kafka.producer` overrides them.
-PRODUCER_DEFAULTS: dict[str, Any] = {
-    "acks": "all",
-    "enable_idempotence": True,
-    "compression_type": "lz4",
-    "linger_ms": 10,
-    "batch_size": 256 * 1024,
-    "max_block_ms": 10_000,
-    "delivery_timeout_ms": 120_000,
-    "retry_backoff_ms": 200,
-    "reconnect_backoff_max_ms": 5_000,
-    "client_id": "bybit-kafka-connector",
-}
-
 DETAIL_MAX = 512
-
-
-class KeyHashPartitioner(Partitioner):
-    """Kafka's default keyed partitioning (murmur2, as the Java client), memoised.
-
-    Keys are symbols, a few hundred distinct values, so hashing every record
-    with kafka-python's pure-Python murmur2 is wasted work (profiled: ~2.5 µs
-    of each send, about a sixth of the client's own cost). The partition
-    equals ``DefaultPartitioner``'s for every key; a cached choice is reused
-    only while the topic's partition count is unchanged. Records without a key
-    (dead letters) go to the default partitioner.
-    """
-
-    def __init__(self, max_entries: int = 100_000) -> None:
-        self._default = DefaultPartitioner()
-        self._max_entries = max_entries
-        self._cache: dict[tuple[str, bytes], tuple[int, int]] = {}
-
-    def partition(self, topic: str, key: Any, serialized_key: bytes | None, value: Any,
-                  serialized_value: bytes | None, cluster: Any) -> int:
-        if serialized_key is None:
-            return int(self._default.partition(topic, key, serialized_key, value,
-                                               serialized_value, cluster))
-        partitions = cluster.partitions_for_topic(topic)
-        if not partitions:
-            raise ValueError(f"Topic {topic} not found in ClusterMetadata")
-        count = len(partitions)
-        cached = self._cache.get((topic, serialized_key))
-        if cached is not None and cached[0] == count:
-            return cached[1]
-        chosen: int = sorted(partitions)[(murmur2(serialized_key) & 0x7FFFFFFF) % count]
-        if len(self._cache) >= self._max_entries:  # private-stream keys are unbounded
-            self._cache.clear()
-        self._cache[(topic, serialized_key)] = (count, chosen)
-        return chosen
-
-
-def producer_settings(config: KafkaConfig) -> dict[str, Any]:
-    """kafka-python KafkaProducer kwargs from the config (secrets resolved)."""
-    settings = dict(PRODUCER_DEFAULTS)
-    settings["partitioner"] = KeyHashPartitioner()
-    settings.update(config.producer)
-    settings["bootstrap_servers"] = list(config.bootstrap_servers)
-    sec = config.security
-    settings["security_protocol"] = sec.security_protocol
-    if sec.sasl_mechanism:
-        settings["sasl_mechanism"] = sec.sasl_mechanism
-    if sec.sasl_plain_username:
-        settings["sasl_plain_username"] = sec.sasl_plain_username
-    if sec.sasl_plain_password is not None:
-        settings["sasl_plain_password"] = sec.sasl_plain_password.get()
-    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-        if getattr(sec, name):
-            settings[name] = getattr(sec, name)
-    if sec.ssl_password is not None:
-        settings["ssl_password"] = sec.ssl_password.get()
-    if sec.security_protocol in ("SSL", "SASL_SSL"):
-        settings["ssl_check_hostname"] = sec.ssl_check_hostname
-    return settings
-
-
-def ensure_topics(config: KafkaConfig, topics: list[str]) -> list[str]:
-    """Create the ``topics`` that do not exist yet, with the broker's defaults.
-
-    Best effort: where the connector may not create topics (ACLs), it logs
-    and relies on topics provisioned by other means. Returns those created.
-    """
-    from kafka.admin import KafkaAdminClient, NewTopic
-
-    settings = {k: v for k, v in producer_settings(config).items()
-                if k in KafkaAdminClient.DEFAULT_CONFIG}
-    try:
-        admin = KafkaAdminClient(**settings)
-    except KafkaError as exc:
-        log.warning("cannot check Kafka topics (%s); relying on existing topics", exc)
-        return []
-    try:
-        missing = sorted(set(topics) - set(admin.list_topics()))
-        if missing:
-            admin.create_topics([NewTopic(t, -1, -1) for t in missing])
-            log.info("created Kafka topics: %s", ", ".join(missing))
-        return missing
-    except KafkaError as exc:
-        log.warning("could not create Kafka topics (%s); relying on existing topics", exc)
-        return []
-    finally:
-        admin.close()
-
-
-def error_reason(exc: BaseException) -> str:
-    """A Kafka error as one of ``metrics.KAFKA_ERROR_REASONS`` (bounded labels)."""
-    name = type(exc).__name__
-    if "Timeout" in name:
-        return "timeout"
-    if "TooLarge" in name:
-        return "record_too_large"
-    if "Authorization" in name or "Authentication" in name:
-        return "authorization_failed"
-    if "UnknownTopic" in name:
-        return "unknown_topic"
-    if "Connection" in name or "NotReady" in name or "NotLeader" in name:
-        return "network"
-    return "other"
-
-
-@dataclass(frozen=True, slots=True)
-class _Failed:
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: Headers
-    error: str
+STALL_SECONDS = 15.0  # no acknowledgement for this long, with work and a broker: replace
+SUMMARY_SECONDS = 5.0  # at most one summary line per topic and reason this often
+FLUSH_GIVE_UP_SECONDS = 1.0  # flush stops early once no broker even accepts TCP this long
 
 
 class _Delivery:
@@ -177,31 +70,37 @@ class _Delivery:
 
     Bound methods of one small object instead of two ``functools.partial``
     (kafka-python builds one per callback with arguments): cheaper per record.
+    The record keeps its slot of the pending bound until it is acknowledged,
+    dead-lettered or counted as dropped.
     """
 
-    __slots__ = ("dead_letter", "headers", "key", "received_mono_ns", "sink", "topic", "value")
+    __slots__ = ("dead_letter", "error", "generation", "headers", "key", "received_mono_ns",
+                 "sink", "topic", "value")
 
     def __init__(self, sink: KafkaSink, topic: str, key: bytes | None, value: bytes,
-                 headers: Headers, received_mono_ns: int, dead_letter: bool) -> None:
+                 headers: Headers, received_mono_ns: int, dead_letter: bool,
+                 generation: int) -> None:
         self.sink, self.topic, self.key, self.value = sink, topic, key, value
         self.headers, self.received_mono_ns = headers, received_mono_ns
-        self.dead_letter = dead_letter
+        self.dead_letter, self.generation = dead_letter, generation
+        self.error = ""
 
     def acknowledged(self, _metadata: Any) -> None:
         self.sink._on_ack(self.topic, len(self.value), self.received_mono_ns)
 
     def failed(self, exc: BaseException) -> None:
-        self.sink._release()
-        self.sink._on_error(self.topic, self.key, self.value, self.headers, exc,
-                            self.dead_letter)
+        self.sink._on_error(self, exc)
 
 
 class KafkaSink:
-    """Owns the one KafkaProducer of the process (a context manager)."""
+    """Owns the Kafka producer of the process (a context manager)."""
 
     def __init__(self, config: KafkaConfig,
-                 producer_factory: Callable[..., Any] = KafkaProducer) -> None:
+                 producer_factory: Callable[..., Any] = KafkaProducer,
+                 stall_seconds: float = STALL_SECONDS, warm_topics: Sequence[str] = ()) -> None:
         self._config = config
+        self._factory = producer_factory
+        self._stall_seconds = stall_seconds
         self._dead_letter_topic = config.dead_letter_topic
         self._max_pending = config.max_pending_records
         self._block_timeout = config.block_timeout_seconds
@@ -211,20 +110,47 @@ class KafkaSink:
         self._pending = 0
         self.accepted = 0  # records send() took (returned True for), dead letters included
         self._full_since: float | None = None
-        self._failed: collections.deque[_Failed] = collections.deque()
+        self._failed: collections.deque[_Delivery] = collections.deque()  # to dead-letter
+        self._resend: collections.deque[_Delivery] = collections.deque()  # from a replaced producer
         self._children: dict[str, tuple[Any, Any, Any]] = {}
+        self._summary: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._summary_error: dict[tuple[str, str], str] = {}
+        self._summary_at = time.monotonic()
         self.last_ack_monotonic: float | None = None
         self.last_error_monotonic: float | None = None
         self.last_error: str | None = None
+        self.restarts = 0
+        self._generation = 0
+        self._connected_since: float | None = None
+        self._replaced_at = time.monotonic()
+        self._wedge_ticks = 0
+        self._closed = False
         metrics.producer_buffer_capacity_records.set(self._max_pending)
         metrics.producer_buffer_records.set_function(lambda: self._pending)
+        self._producer = self._new_producer()
+        metrics.kafka_record_retries_per_second.set_function(self._retry_rate)
+        for topic in {*warm_topics, self._dead_letter_topic}:
+            self._warm(topic)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name="kafka-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def _new_producer(self) -> Any:
         try:
-            self._producer = producer_factory(**producer_settings(config))
+            return self._factory(**producer_settings(self._config))
         except KafkaError as exc:
             from connector.errors import DeliveryError
 
             raise DeliveryError(f"cannot start the Kafka producer: {exc}") from exc
-        metrics.kafka_record_retries_per_second.set_function(self._retry_rate)
+
+    def _warm(self, topic: str) -> None:
+        """Fetch ``topic``'s metadata now, so no later send waits for it (a send
+        to a topic of unknown metadata blocks up to ``max_block_ms``)."""
+        try:
+            self._producer.partitions_for(topic)
+        except (KafkaError, AttributeError) as exc:
+            log.warning("no metadata for Kafka topic %s yet (%s)", topic, exc)
 
     def _retry_rate(self) -> float:
         """The client's own retry rate, read at scrape time (it keeps no total)."""
@@ -243,12 +169,11 @@ class KafkaSink:
         Returns False if the record had to be dropped (counted). Delivery is
         observed asynchronously; failures go to the dead-letter topic.
         """
-        if self._failed:
-            self._reroute_failures()
         if not self._reserve():
             metrics.dropped_records_total.labels("buffer_full").inc()
             return False
-        return self._send_reserved(topic, key, value, headers, received_mono_ns, False)
+        return self._send_reserved(_Delivery(self, topic, key, value, headers, received_mono_ns,
+                                             False, self._generation))
 
     def dead_letter(self, value: bytes, reason: str, source: str, detail: str,
                     extra_headers: Sequence[tuple[str, bytes]] = ()) -> None:
@@ -258,31 +183,36 @@ class KafkaSink:
         Kafka topic it was meant for, or ``stream:<name>`` for frames),
         ``dlq.detail`` (text, truncated), then ``extra_headers``.
         """
+        if not self._reserve():
+            metrics.dropped_records_total.labels("dead_letter_failed").inc()
+            return
+        self._dead_letter_reserved(value, reason, source, detail, extra_headers,
+                                   time.monotonic_ns())
+
+    def _dead_letter_reserved(self, value: bytes, reason: str, source: str, detail: str,
+                              extra_headers: Sequence[tuple[str, bytes]],
+                              received_mono_ns: int) -> None:
         headers = [
             ("dlq.reason", reason.encode()),
             ("dlq.source", source.encode()),
             ("dlq.detail", detail[:DETAIL_MAX].encode("utf-8", "replace")),
             *extra_headers,
         ]
-        if not self._reserve():
-            metrics.dropped_records_total.labels("dead_letter_failed").inc()
-            return
         metrics.dead_letter_records_total.labels(reason).inc()
-        self._send_reserved(self._dead_letter_topic, None, value, headers,
-                            time.monotonic_ns(), True)
+        self._send_reserved(_Delivery(self, self._dead_letter_topic, None, value, headers,
+                                      received_mono_ns, True, self._generation))
 
-    def _send_reserved(self, topic: str, key: bytes | None, value: bytes, headers: Headers,
-                       received_mono_ns: int, is_dead_letter: bool) -> bool:
+    def _send_reserved(self, delivery: _Delivery) -> bool:
+        d = delivery
+        producer, d.generation = self._producer, self._generation
         try:
-            future = self._producer.send(topic, value=value, key=key, headers=headers)
+            future = producer.send(d.topic, value=d.value, key=d.key, headers=d.headers)
         except (KafkaError, ValueError, TypeError, AssertionError) as exc:
             # Raised before queuing: metadata timeout, record too large, closed producer.
-            self._release()
-            self._on_error(topic, key, value, headers, exc, is_dead_letter)
-            return not is_dead_letter
-        delivery = _Delivery(self, topic, key, value, headers, received_mono_ns, is_dead_letter)
-        future.add_callback(delivery.acknowledged)
-        future.add_errback(delivery.failed)
+            self._on_error(d, exc)
+            return not d.dead_letter
+        future.add_callback(d.acknowledged)
+        future.add_errback(d.failed)
         return True
 
     def _reserve(self) -> bool:
@@ -333,30 +263,144 @@ class KafkaSink:
         children[1].inc(size)
         children[2].observe((now - received_mono_ns) / 1e9)
 
-    def _on_error(self, topic: str, key: bytes | None, value: bytes, headers: Headers,
-                  exc: BaseException, is_dead_letter: bool) -> None:
-        reason = type(exc).__name__
-        metrics.kafka_send_errors_total.labels(topic, error_reason(exc)).inc()
-        self.last_error_monotonic = time.monotonic()
-        self.last_error = f"{reason}: {exc}"
-        if is_dead_letter:
-            log.error("dead-letter write to %s failed (%s); record dropped", topic, reason)
-            metrics.dropped_records_total.labels("dead_letter_failed").inc()
+    def _on_error(self, d: _Delivery, exc: BaseException) -> None:
+        if self._closed:
+            return  # close() counts whatever is still pending
+        if d.generation != self._generation:
+            self._resend.append(d)  # handed back by a replaced producer: send again
+            self._wake.set()
             return
-        log.warning("Kafka refused a record for %s: %s; sending it to %s", topic, exc,
-                    self._dead_letter_topic)
-        self._failed.append(_Failed(topic, key, value, headers, f"{reason}: {exc}"))
+        reason = error_reason(exc)
+        metrics.kafka_send_errors_total.labels(d.topic, reason).inc()
+        text, name = str(exc), type(exc).__name__
+        d.error = text if text.startswith(name) else f"{name}: {text}"
+        self.last_error_monotonic = time.monotonic()
+        self.last_error = d.error[:DETAIL_MAX]
+        if d.dead_letter:
+            self._note(d.topic, "dead-letter write failed, dropped", d.error)
+            metrics.dropped_records_total.labels("dead_letter_failed").inc()
+            self._release()
+            return
+        self._note(d.topic, f"refused, sent to {self._dead_letter_topic}", d.error)
+        self._failed.append(d)
+        self._wake.set()
 
-    def _reroute_failures(self) -> None:
-        while True:
+    def _note(self, topic: str, what: str, error: str) -> None:
+        key = (topic, what)
+        self._summary[key] += 1
+        self._summary_error[key] = error
+
+    # -- the watchdog thread --------------------------------------------------------
+
+    def _watch(self) -> None:
+        """Dead-letters refused records, re-sends what a replaced producer gave
+        back, replaces a stalled producer and logs summaries, off the hot path."""
+        while not self._stop.is_set():
+            self._wake.wait(0.5)
+            self._wake.clear()
             try:
-                failed = self._failed.popleft()
-            except IndexError:
-                return
-            extra = [h for h in failed.headers if not h[0].startswith("dlq.")]
-            if failed.key is not None:
-                extra.append(("dlq.key", failed.key))
-            self.dead_letter(failed.value, "delivery_failed", failed.topic, failed.error, extra)
+                self._drain()
+                self._check_progress(time.monotonic())
+                self._log_summary(time.monotonic())
+            except Exception:  # the watchdog must outlive any one failure
+                log.exception("Kafka watchdog iteration failed")
+
+    def _drain(self) -> None:
+        while self._resend and not self._stop.is_set():
+            self._send_reserved(self._resend.popleft())
+        while self._failed and not self._stop.is_set():
+            d = self._failed.popleft()
+            extra = [h for h in d.headers if not h[0].startswith("dlq.")]
+            if d.key is not None:
+                extra.append(("dlq.key", d.key))
+            self._dead_letter_reserved(d.value, "delivery_failed", d.topic, d.error, extra,
+                                       d.received_mono_ns)
+
+    def broker_connected(self) -> bool:
+        """Whether the producer's client holds a live connection to any broker."""
+        try:
+            conns = self._producer._sender._client._manager._conns
+            return any(bool(c.connected) for c in list(conns.values()))
+        except AttributeError:
+            try:
+                return bool(self._producer.bootstrap_connected())
+            except (KafkaError, AttributeError):
+                return False
+
+    def _known_wedge(self) -> bool:
+        """kafka-python 3.0's dead end: idempotent, READY, and no producer id."""
+        tm = getattr(self._producer, "_transaction_manager", None)
+        if tm is None:
+            return False
+        try:
+            from kafka.producer.transaction_manager import TransactionState
+
+            return bool(not tm.is_transactional() and not tm.has_producer_id()
+                        and tm._current_state == TransactionState.READY)
+        except (AttributeError, ImportError):
+            return False
+
+    def _stalled_for(self, now: float) -> float:
+        """Seconds the producer has had work and a broker but acknowledged nothing."""
+        if self._connected_since is None or self._pending == 0:
+            return 0.0
+        since = max(self.last_ack_monotonic or 0.0, self._connected_since, self._replaced_at)
+        return max(0.0, now - since)
+
+    def _check_progress(self, now: float) -> None:
+        if not self.broker_connected():
+            self._connected_since = None
+            self._wedge_ticks = 0
+            return
+        if self._connected_since is None:
+            self._connected_since = now
+        self._wedge_ticks = self._wedge_ticks + 1 if self._known_wedge() else 0
+        stalled = self._stalled_for(now)
+        if self._wedge_ticks >= 3:
+            self._replace("it lost its producer id and will not ask for a new one")
+        elif stalled >= self._stall_seconds:
+            self._replace(f"nothing acknowledged for {stalled:.0f} s with a broker connected")
+
+    def _replace(self, why: str) -> None:
+        """Swap in a new producer; the old one's unacknowledged records come back
+        through their errbacks (old generation) and are sent again."""
+        try:
+            new = self._new_producer()
+        except ConnectorError as exc:
+            log.error("Kafka producer stalled (%s) and a new one failed to start: %s", why, exc)
+            return
+        old = self._producer
+        with self._lock:
+            self._producer = new
+            self._generation += 1
+        self.restarts += 1
+        self._replaced_at = time.monotonic()
+        self._wedge_ticks = 0
+        metrics.producer_restarts_total.inc()
+        log.error("Kafka producer stalled (%s); replaced it (restart %d), re-sending %d "
+                  "unacknowledged records", why, self.restarts, self._pending)
+        for topic in [*self._children, self._dead_letter_topic]:
+            self._warm(topic)
+        # Force-close: its sender aborts every incomplete batch, whose errbacks
+        # (old generation) queue the records for re-sending. close(0) alone
+        # would raise in its flush before getting there.
+        sender = getattr(old, "_sender", None)
+        if sender is not None:
+            sender.force_close()
+        try:
+            old.close(timeout=0)
+        except KafkaError:
+            pass  # its flush(0) times out by design; the sender is already closing
+
+    def _log_summary(self, now: float) -> None:
+        if not self._summary or now - self._summary_at < SUMMARY_SECONDS:
+            return
+        window = now - self._summary_at
+        self._summary_at = now
+        summary, self._summary = self._summary, collections.Counter()
+        for (topic, what), count in sorted(summary.items()):
+            log.warning("%d records for %s %s in the last %.0f s (last error: %s)", count, topic,
+                        what, window, self._summary_error.get((topic, what), "?"))
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -364,33 +408,48 @@ class KafkaSink:
     def pending(self) -> int:
         return self._pending
 
-    def kafka_reachable(self) -> bool:
-        """For /readyz: connected at bootstrap and no delivery error lately."""
+    def status(self) -> dict[str, Any]:
+        """Kafka's part of /readyz: ready while a broker connection is live and
+        the producer is not stalled (work waiting, nothing acknowledged)."""
         now = time.monotonic()
-        if self.last_error_monotonic is not None and now - self.last_error_monotonic < 10:
-            last_ack = self.last_ack_monotonic
-            if last_ack is None or last_ack < self.last_error_monotonic:
-                return False
-        if self.last_ack_monotonic is not None and now - self.last_ack_monotonic < 60:
-            return True
-        try:
-            return bool(self._producer.bootstrap_connected())
-        except (KafkaError, AttributeError):
-            return False
+        connected = self.broker_connected()
+        stalled = self._stalled_for(now) >= self._stall_seconds or self._wedge_ticks > 0
+        body: dict[str, Any] = {
+            "ready": connected and not stalled, "connected": connected, "stalled": stalled,
+            "bootstrap_servers": list(self._config.bootstrap_servers),
+            "pending_records": self._pending, "producer_restarts": self.restarts}
+        if self.last_ack_monotonic is not None:
+            body["seconds_since_last_ack"] = round(now - self.last_ack_monotonic, 1)
+        if self.last_error:
+            body["last_error"] = self.last_error
+        return body
+
+    def kafka_reachable(self) -> bool:
+        """For /readyz: see ``status``."""
+        return bool(self.status()["ready"])
 
     def flush(self, timeout: float) -> int:
-        """Wait up to ``timeout`` s for every pending record (and re-routed
-        failures). Returns how many are still unacknowledged."""
+        """Wait up to ``timeout`` s for every pending record (refused ones
+        included: the watchdog dead-letters them). Returns how many are still
+        unacknowledged. Stops early when no broker even accepts a TCP
+        connection: waiting cannot deliver anything, and SIGTERM must end the
+        process promptly (what is pending is then counted by ``close``)."""
         deadline = time.monotonic() + timeout
+        down_since: float | None = None
         while True:
-            remaining = max(0.0, deadline - time.monotonic())
             try:
-                self._producer.flush(timeout=remaining)
-            except KafkaError as exc:
-                log.warning("flush did not complete: %s", exc)
-            if self._failed and time.monotonic() < deadline:
-                self._reroute_failures()
-                continue
+                self._producer.flush(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
+            except KafkaError:
+                pass  # not everything acknowledged yet: wait below, bounded by the deadline
+            now = time.monotonic()
+            if self._pending and not self.broker_connected():
+                down_since = now if down_since is None else down_since
+                if now - down_since >= FLUSH_GIVE_UP_SECONDS and not self._listening():
+                    log.warning("no Kafka broker is listening at %s; not waiting for the "
+                                "flush timeout", ",".join(self._config.bootstrap_servers))
+                    return self._pending
+            else:
+                down_since = None
             with self._lock:
                 if self._pending == 0 or time.monotonic() >= deadline:
                     return self._pending
@@ -400,24 +459,36 @@ class KafkaSink:
                 finally:
                     self._waiting -= 1
 
+    def _listening(self) -> bool:
+        try:
+            tcp_probe(self._config.bootstrap_servers, 0.5)
+        except ConnectorError:
+            return False
+        return True
+
     def close(self, timeout: float | None = None) -> int:
         """Flush (bounded), close the producer; count what could not be delivered.
 
         Returns the number of records counted as dropped (reason
         ``shutdown_timeout``): still unacknowledged, or refused and not yet
-        re-routed, when the flush timeout ran out.
+        dead-lettered, when the flush timeout ran out.
         """
         timeout = self._config.flush_timeout_seconds if timeout is None else timeout
         left = self.flush(timeout)
+        self._stop.set()
+        self._wake.set()
+        self._watchdog.join(timeout=5)
+        self._closed = True
         try:
             self._producer.close(timeout=1.0 if left else timeout)
         except KafkaError as exc:
             log.warning("closing the producer: %s", exc)
-        lost = self._pending + len(self._failed)
+        lost = self._pending
         if lost:
             log.error("%d records were not acknowledged within %.1f s; counted as dropped",
                       lost, timeout)
             metrics.dropped_records_total.labels("shutdown_timeout").inc(lost)
+        self._log_summary(time.monotonic() + SUMMARY_SECONDS)
         return lost
 
     def __enter__(self) -> KafkaSink:

@@ -1,0 +1,167 @@
+"""The Kafka client's set-up, apart from the sink's delivery logic: producer
+settings from the config, the memoised key partitioner, topic creation, the
+start-up reachability probe, and Kafka errors as bounded reasons."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from kafka.errors import KafkaError
+from kafka.partitioner.abc import Partitioner
+from kafka.partitioner.default import DefaultPartitioner, murmur2
+
+from connector.config import KafkaConfig
+
+log = logging.getLogger(__name__)
+
+# Safe defaults; anything under `kafka.producer` overrides them.
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "acks": "all",
+    "enable_idempotence": True,
+    "compression_type": "lz4",
+    "linger_ms": 10,
+    "batch_size": 256 * 1024,
+    "max_block_ms": 10_000,
+    "delivery_timeout_ms": 120_000,
+    "retry_backoff_ms": 200,
+    "reconnect_backoff_max_ms": 5_000,
+    "client_id": "bybit-kafka-connector",
+}
+
+class KeyHashPartitioner(Partitioner):
+    """Kafka's default keyed partitioning (murmur2, as the Java client), memoised.
+
+    Keys are symbols, a few hundred distinct values, so hashing every record
+    with kafka-python's pure-Python murmur2 is wasted work (profiled: ~2.5 µs
+    of each send, about a sixth of the client's own cost). The partition
+    equals ``DefaultPartitioner``'s for every key; a cached choice is reused
+    only while the topic's partition count is unchanged. Records without a key
+    (dead letters) go to the default partitioner.
+    """
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._default = DefaultPartitioner()
+        self._max_entries = max_entries
+        self._cache: dict[tuple[str, bytes], tuple[int, int]] = {}
+
+    def partition(self, topic: str, key: Any, serialized_key: bytes | None, value: Any,
+                  serialized_value: bytes | None, cluster: Any) -> int:
+        if serialized_key is None:
+            return int(self._default.partition(topic, key, serialized_key, value,
+                                               serialized_value, cluster))
+        partitions = cluster.partitions_for_topic(topic)
+        if not partitions:
+            raise ValueError(f"Topic {topic} not found in ClusterMetadata")
+        count = len(partitions)
+        cached = self._cache.get((topic, serialized_key))
+        if cached is not None and cached[0] == count:
+            return cached[1]
+        chosen: int = sorted(partitions)[(murmur2(serialized_key) & 0x7FFFFFFF) % count]
+        if len(self._cache) >= self._max_entries:  # private-stream keys are unbounded
+            self._cache.clear()
+        self._cache[(topic, serialized_key)] = (count, chosen)
+        return chosen
+
+
+def producer_settings(config: KafkaConfig) -> dict[str, Any]:
+    """kafka-python KafkaProducer kwargs from the config (secrets resolved)."""
+    settings = dict(PRODUCER_DEFAULTS)
+    settings["partitioner"] = KeyHashPartitioner()
+    settings.update(config.producer)
+    settings["bootstrap_servers"] = list(config.bootstrap_servers)
+    sec = config.security
+    settings["security_protocol"] = sec.security_protocol
+    if sec.sasl_mechanism:
+        settings["sasl_mechanism"] = sec.sasl_mechanism
+    if sec.sasl_plain_username:
+        settings["sasl_plain_username"] = sec.sasl_plain_username
+    if sec.sasl_plain_password is not None:
+        settings["sasl_plain_password"] = sec.sasl_plain_password.get()
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        if getattr(sec, name):
+            settings[name] = getattr(sec, name)
+    if sec.ssl_password is not None:
+        settings["ssl_password"] = sec.ssl_password.get()
+    if sec.security_protocol in ("SSL", "SASL_SSL"):
+        settings["ssl_check_hostname"] = sec.ssl_check_hostname
+    return settings
+
+
+def ensure_topics(config: KafkaConfig, topics: list[str], create: bool = True,
+                  bootstrap_timeout: float | None = None) -> list[str]:
+    """Create the ``topics`` that do not exist yet, with the broker's defaults.
+
+    Best effort: where the connector may not create topics (ACLs), it logs
+    and relies on topics provisioned by other means. Returns those created.
+    With ``bootstrap_timeout`` it is also the start-up reachability probe:
+    no broker answering within that many seconds raises ``DeliveryError``.
+    """
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    from connector.errors import DeliveryError
+
+    settings = {k: v for k, v in producer_settings(config).items()
+                if k in KafkaAdminClient.DEFAULT_CONFIG}
+    if bootstrap_timeout is not None:
+        settings["bootstrap_timeout_ms"] = int(bootstrap_timeout * 1000)
+        tcp_probe(config.bootstrap_servers, bootstrap_timeout)
+    try:
+        admin = KafkaAdminClient(**settings)
+    except KafkaError as exc:
+        if bootstrap_timeout is not None:
+            raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
+        log.warning("cannot check Kafka topics (%s); relying on existing topics", exc)
+        return []
+    try:
+        if not create:
+            return []
+        missing = sorted(set(topics) - set(admin.list_topics()))
+        if missing:
+            admin.create_topics([NewTopic(t, -1, -1) for t in missing])
+            log.info("created Kafka topics: %s", ", ".join(missing))
+        return missing
+    except KafkaError as exc:
+        log.warning("could not create Kafka topics (%s); relying on existing topics", exc)
+        return []
+    finally:
+        admin.close()
+
+
+def tcp_probe(addresses: Sequence[str], timeout: float) -> None:
+    """Raise ``DeliveryError`` unless one bootstrap address accepts a TCP connection.
+
+    Checked before building a Kafka client: a client that cannot bootstrap
+    leaves I/O threads behind that delay the process's exit by seconds.
+    """
+    import socket
+
+    from connector.errors import DeliveryError
+
+    errors = []
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "localhost", int(port)),
+                                          timeout=timeout):
+                return
+        except (OSError, ValueError) as exc:
+            errors.append(f"{address}: {exc}")
+    raise DeliveryError("cannot connect: " + "; ".join(errors))
+
+
+def error_reason(exc: BaseException) -> str:
+    """A Kafka error as one of ``metrics.KAFKA_ERROR_REASONS`` (bounded labels)."""
+    name = type(exc).__name__
+    if "Timeout" in name:
+        return "timeout"
+    if "TooLarge" in name:
+        return "record_too_large"
+    if "Authorization" in name or "Authentication" in name:
+        return "authorization_failed"
+    if "UnknownTopic" in name:
+        return "unknown_topic"
+    if "Connection" in name or "NotReady" in name or "NotLeader" in name:
+        return "network"
+    return "other"
