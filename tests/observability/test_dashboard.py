@@ -304,8 +304,10 @@ EXPORTER = textwrap.dedent("""
     from prometheus_client import start_http_server
     from connector import metrics as m
 
-    m.init_reason_children()
-    subs = [("v1", "trade", "BTCUSDT"), ("v2", "depth", "ETHUSDT"),
+    m.init_reason_children(stream_topics=[("v5", "orderbook.50")])
+    subs = [("v5", "orderbook.50", "BTCUSDT"), ("v5", "publicTrade", "BTCUSDT"),
+            ("v5-private", "execution.spot", ""),
+            ("v1", "trade", "BTCUSDT"), ("v2", "depth", "ETHUSDT"),
             ("private", "executionReport", "")]
     for stream, topic, _ in subs:
         m.subscriptions_configured.labels(stream, topic).inc()
@@ -315,8 +317,9 @@ EXPORTER = textwrap.dedent("""
         m.unrouted_events_total.labels(stream, topic)
         m.subscription_failures_total.labels(stream, topic, "ack_timeout")
     m.last_message_age.register(subs)
-    for stream in ("v1", "v2", "private"):
+    for stream in ("v5", "v5-private", "v1", "v2", "private"):
         conn = stream + "-0"
+        m.connect_budget_waits_total.labels(stream, conn)
         m.connection_up.labels(stream, conn).set(1)
         m.connects_total.labels(stream, conn).inc()
         m.reconnect_attempts_total.labels(stream, conn)
@@ -332,6 +335,7 @@ EXPORTER = textwrap.dedent("""
     m.schema_registry_requests_total.labels("register", "ok").inc()
     m.producer_buffer_capacity_records.set(10000)
     m.producer_buffer_records.set(12)
+    m.producer_restarts_total.inc(0)
 
     def traffic():
         while True:
