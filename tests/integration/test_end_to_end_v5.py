@@ -16,6 +16,7 @@ next snapshot".
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -36,8 +37,8 @@ from connector.records import load_schema
 from connector.service import Connector
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from test_end_to_end import kinds  # noqa: E402
-from test_records_v5 import invert, ms, named_records, same_json  # noqa: E402
+from test_end_to_end import kinds
+from test_records_v5 import invert, ms, named_records, same_json
 
 pytestmark = pytest.mark.integration
 
@@ -427,7 +428,7 @@ def test_books_rebuilt_from_kafka_equal_the_exchange(kafka_broker: KafkaBroker,
                 elif r["resync_reason"]:
                     assert recs[i - 1]["resync_reason"] == r["resync_reason"], (name, i)
             # deltas never repeat an update id (duplicates are not written)
-            for a, b in zip(recs, recs[1:], strict=False):
+            for a, b in itertools.pairwise(recs):
                 if not b["is_snapshot"] and not b["resync_reason"] and b["update_id"] != 1:
                     assert b["update_id"] == a["update_id"] + 1 or a["resync_reason"], \
                         (name, a["update_id"], b["update_id"])
