@@ -508,13 +508,20 @@ def test_rejected_subscribe_is_retried_counted_and_then_streams(
     assert messages["e2e5.reject.v5.tickers"]
 
 
+@pytest.mark.parametrize(("mode", "reason"), [("reject", "rejected"),
+                                               ("close", "closed_after_auth"),
+                                               ("silent", "timeout")])
 def test_failed_auth_is_reported_without_a_retry_storm(kafka_broker: KafkaBroker,
-                                                       exchange: ExchangeServer) -> None:
+                                                       exchange: ExchangeServer, mode: str,
+                                                       reason: str) -> None:
+    """Rejected, closed or unanswered auth: readiness and the metric say so, and
+    the connection waits (30 s at first) before it tries again: one attempt
+    at the exchange in the 10 s after the failure."""
     subs = "  - {stream: v5-private, topic: wallet}\n"
-    config = v5_config(exchange, kafka_broker.bootstrap_servers, subs, "e2e5.auth")
-    labels = {"connection": "v5-private-0", "reason": "rejected"}
+    config = v5_config(exchange, kafka_broker.bootstrap_servers, subs, f"e2e5.auth.{mode}")
+    labels = {"connection": "v5-private-0", "reason": reason}
     failures = sample("auth_failures_total", labels)
-    exchange.v5.fail_auth("reject")
+    exchange.v5.fail_auth(mode)
     connector = Connector(config).start()
     try:
         wait(lambda: sample("auth_failures_total", labels) > failures,
@@ -534,17 +541,26 @@ def test_failed_auth_is_reported_without_a_retry_storm(kafka_broker: KafkaBroker
 
 def test_undecodable_v5_frames_go_to_the_dead_letter_topic(kafka_broker: KafkaBroker,
                                                            exchange: ExchangeServer) -> None:
+    """Bad JSON, an unknown shape and a binary frame on the v5 socket, and a
+    tickers frame that does not map: each lands in the dead-letter topic with
+    its exact bytes; the connection keeps streaming."""
     subs = "  - {stream: v5, topic: tickers, symbols: [BTCUSDT]}\n"
     config = v5_config(exchange, kafka_broker.bootstrap_servers, subs, "e2e5.dlq")
-    payloads = ["{not json", '{"hello":"world","n":[1,2]}']
+    bad_tickers = ('{"topic":"tickers.BTCUSDT","ts":1760000005300,"type":"snapshot","cs":1,'
+                '"data":{"symbol":"BTCUSDT","lastPrice":12}}')
+    payloads: list[str | bytes] = ["{not json", '{"hello":"world","n":[1,2]}',
+                                   b"\x00\xffgarbage\x9c", bad_tickers]
+    reasons = [b"invalid_json", b"unknown_shape", b"unexpected_binary"]
+    undecodable = {r: sample("undecodable_frames_total", {"stream": "v5", "reason": r.decode()})
+                   for r in reasons}
     connector = Connector(config).start()
     try:
         wait(lambda: subscribed(connector), what="subscribed")
 
         def garbage() -> None:
             for client in exchange.v5.clients:
-                for text in payloads:
-                    client.push(text, None)
+                for payload in payloads:
+                    client.push(payload, None)  # type: ignore[arg-type]
         exchange.v5._run(garbage)
         before = received(config)
         wait(lambda: received(config)[("v5", "tickers")] > before[("v5", "tickers")] + 5,
@@ -554,9 +570,14 @@ def test_undecodable_v5_frames_go_to_the_dead_letter_topic(kafka_broker: KafkaBr
         connector.stop()
     messages = collect(config, kafka_broker.bootstrap_servers)
     dead = messages[config.kafka.dead_letter_topic]
-    assert [m.value.decode() for m in dead] == payloads
-    assert [m.headers["dlq.undecodable_reason"] for m in dead] == [b"invalid_json",
-                                                                   b"unknown_shape"]
-    assert {m.headers["dlq.reason"] for m in dead} == {b"undecodable_frame"}
-    assert {m.headers["dlq.source"] for m in dead} == {b"stream:v5"}
+    assert [m.value for m in dead] == [p if isinstance(p, bytes) else p.encode()
+                                       for p in payloads]
+    assert [m.headers["dlq.reason"] for m in dead] == [b"undecodable_frame"] * 3 + [
+        b"mapping_failed"]
+    assert [m.headers.get("dlq.undecodable_reason") for m in dead[:3]] == reasons
+    assert {m.headers["dlq.source"] for m in dead[:3]} == {b"stream:v5"}
+    assert dead[3].headers["dlq.source"] == b"e2e5.dlq.v5.tickers"
+    for r in reasons:
+        assert sample("undecodable_frames_total",
+                      {"stream": "v5", "reason": r.decode()}) - undecodable[r] == 1
     assert messages["e2e5.dlq.v5.tickers"]
