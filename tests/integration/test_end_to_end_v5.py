@@ -20,6 +20,7 @@ import itertools
 import json
 import sys
 import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -75,6 +76,11 @@ ALL_BOOKS = """
   - {stream: v5, topic: publicTrade, symbols: [BTCUSDT, ETHUSDT]}
   - {stream: v5-private, topic: execution.spot}
 """
+
+
+def unique(prefix: str) -> str:
+    """A Kafka topic prefix no other test (or parameter) of the session uses."""
+    return f"{prefix}.{uuid.uuid4().hex[:8]}"
 
 
 def v5_config(exchange: ExchangeServer, bootstrap: str, subscriptions: str,
@@ -193,7 +199,8 @@ def expected_key(kind: str, symbol: str, item: dict[str, Any]) -> bytes:
 
 def test_every_v5_topic_lands_exactly_as_sent(kafka_broker: KafkaBroker,
                                               exchange: ExchangeServer) -> None:
-    config = v5_config(exchange, kafka_broker.bootstrap_servers, ALL_V5, "e2e5.all")
+    prefix = unique("e2e5.all")
+    config = v5_config(exchange, kafka_broker.bootstrap_servers, ALL_V5, prefix)
     before = received(config)
     connector = Connector(config).start()
     try:
@@ -246,7 +253,7 @@ def test_every_v5_topic_lands_exactly_as_sent(kafka_broker: KafkaBroker,
         if kind == "v5_public_trade":
             assert any(len(frame_items(f)) > 1 for _, _, f in expected), \
                 "some trade frame carries several trades (N trades -> N records)"
-    kline = [AvroDecoder().decode("v5_kline", m) for m in messages["e2e5.all.v5.kline.1"]]
+    kline = [AvroDecoder().decode("v5_kline", m) for m in messages[f"{prefix}.v5.kline.1"]]
     assert any(r["is_closed"] for r in kline) and any(not r["is_closed"] for r in kline)
     assert messages[config.kafka.dead_letter_topic] == []
 
@@ -344,9 +351,20 @@ def wait_resynced(config: Config, before: dict[str, float], want: dict[str, int]
     wait(lambda: subscribed(connector), what="resubscribed after the gap")
 
 
+@pytest.fixture(params=[20, None], ids=["20-per-s", "bybit-periods"])
+def book_exchange(request: pytest.FixtureRequest) -> Iterator[ExchangeServer]:
+    """20 updates a second per book, or Bybit's own push periods (depth 1 every
+    10 ms, 50 every 20 ms ...: more frames in flight around each fault)."""
+    with ExchangeServer(port=0, rate=request.param, record_frames=2_000_000,
+                        private_interval=0.05) as server:
+        yield server
+
+
 def test_books_rebuilt_from_kafka_equal_the_exchange(kafka_broker: KafkaBroker,
-                                                     exchange: ExchangeServer) -> None:
-    config = v5_config(exchange, kafka_broker.bootstrap_servers, ALL_BOOKS, "e2e5.books")
+                                                     book_exchange: ExchangeServer) -> None:
+    exchange = book_exchange
+    prefix = unique("e2e5.books")
+    config = v5_config(exchange, kafka_broker.bootstrap_servers, ALL_BOOKS, prefix)
     book_topics = [f"orderbook.{d}" for d in DEPTHS]
     resyncs_before = {t: sample("book_resyncs_total",
                                 {"stream": "v5", "topic": t, "reason": "gap"})
@@ -410,7 +428,7 @@ def test_books_rebuilt_from_kafka_equal_the_exchange(kafka_broker: KafkaBroker,
     for depth in DEPTHS:
         kind = "v5_orderbook_rpi" if depth == "rpi" else "v5_orderbook"
         level_fields = _level_fields(kind)
-        topic = f"e2e5.books.v5.orderbook.{depth}"
+        topic = f"{prefix}.v5.orderbook.{depth}"
         for symbol in SYMBOLS:
             name = f"orderbook.{depth}.{symbol}"
             recs = [decoder.decode(kind, m) for m in messages[topic]
@@ -462,7 +480,7 @@ def test_books_rebuilt_from_kafka_equal_the_exchange(kafka_broker: KafkaBroker,
     sent_trades = [t["i"] for f in exchange.v5.sent_frames(stream="v5")
                    if f["topic"].startswith("publicTrade.") for t in f["data"]]
     trades = [decoder.decode("v5_public_trade", m)["trade_id"]
-              for m in messages["e2e5.books.v5.publicTrade"]]
+              for m in messages[f"{prefix}.v5.publicTrade"]]
     assert trades and len(trades) == len(set(trades))
     assert set(trades) <= set(sent_trades)
     positions = {t: i for i, t in enumerate(sent_trades)}
@@ -471,7 +489,7 @@ def test_books_rebuilt_from_kafka_equal_the_exchange(kafka_broker: KafkaBroker,
     sent_execs = [r["execId"] for f in exchange.v5.sent_frames(stream="v5-private")
                   if f["topic"] == "execution.spot" for r in f["data"]]
     execs = [decoder.decode("v5_execution", m)["exec_id"]
-             for m in messages["e2e5.books.v5-private.execution.spot"]]
+             for m in messages[f"{prefix}.v5-private.execution.spot"]]
     assert execs and len(execs) == len(set(execs)) and set(execs) <= set(sent_execs)
     assert messages[config.kafka.dead_letter_topic] == []
 
@@ -490,7 +508,8 @@ def _level_fields(kind: str) -> list[str]:
 def test_rejected_subscribe_is_retried_counted_and_then_streams(
         kafka_broker: KafkaBroker, exchange: ExchangeServer) -> None:
     subs = "  - {stream: v5, topic: tickers, symbols: [BTCUSDT]}\n"
-    config = v5_config(exchange, kafka_broker.bootstrap_servers, subs, "e2e5.reject")
+    prefix = unique("e2e5.reject")
+    config = v5_config(exchange, kafka_broker.bootstrap_servers, subs, prefix)
     labels = {"stream": "v5", "topic": "tickers", "reason": "error_ack"}
     failures = sample("subscription_failures_total", labels)
     exchange.v5.reject_next_subscribe(2)
@@ -505,7 +524,7 @@ def test_rejected_subscribe_is_retried_counted_and_then_streams(
     finally:
         connector.stop()
     messages = collect(config, kafka_broker.bootstrap_servers)
-    assert messages["e2e5.reject.v5.tickers"]
+    assert messages[f"{prefix}.v5.tickers"]
 
 
 @pytest.mark.parametrize(("mode", "reason"), [("reject", "rejected"),
@@ -518,7 +537,7 @@ def test_failed_auth_is_reported_without_a_retry_storm(kafka_broker: KafkaBroker
     the connection waits (30 s at first) before it tries again: one attempt
     at the exchange in the 10 s after the failure."""
     subs = "  - {stream: v5-private, topic: wallet}\n"
-    config = v5_config(exchange, kafka_broker.bootstrap_servers, subs, f"e2e5.auth.{mode}")
+    config = v5_config(exchange, kafka_broker.bootstrap_servers, subs, unique(f"e2e5.auth.{mode}"))
     labels = {"connection": "v5-private-0", "reason": reason}
     failures = sample("auth_failures_total", labels)
     exchange.v5.fail_auth(mode)
@@ -545,7 +564,8 @@ def test_undecodable_v5_frames_go_to_the_dead_letter_topic(kafka_broker: KafkaBr
     tickers frame that does not map: each lands in the dead-letter topic with
     its exact bytes; the connection keeps streaming."""
     subs = "  - {stream: v5, topic: tickers, symbols: [BTCUSDT]}\n"
-    config = v5_config(exchange, kafka_broker.bootstrap_servers, subs, "e2e5.dlq")
+    prefix = unique("e2e5.dlq")
+    config = v5_config(exchange, kafka_broker.bootstrap_servers, subs, prefix)
     bad_tickers = ('{"topic":"tickers.BTCUSDT","ts":1760000005300,"type":"snapshot","cs":1,'
                 '"data":{"symbol":"BTCUSDT","lastPrice":12}}')
     payloads: list[str | bytes] = ["{not json", '{"hello":"world","n":[1,2]}',
@@ -576,8 +596,8 @@ def test_undecodable_v5_frames_go_to_the_dead_letter_topic(kafka_broker: KafkaBr
         b"mapping_failed"]
     assert [m.headers.get("dlq.undecodable_reason") for m in dead[:3]] == reasons
     assert {m.headers["dlq.source"] for m in dead[:3]} == {b"stream:v5"}
-    assert dead[3].headers["dlq.source"] == b"e2e5.dlq.v5.tickers"
+    assert dead[3].headers["dlq.source"] == f"{prefix}.v5.tickers".encode()
     for r in reasons:
         assert sample("undecodable_frames_total",
                       {"stream": "v5", "reason": r.decode()}) - undecodable[r] == 1
-    assert messages["e2e5.dlq.v5.tickers"]
+    assert messages[f"{prefix}.v5.tickers"]
