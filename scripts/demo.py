@@ -2,9 +2,11 @@
 
 Starts a single-node Kafka broker (from Maven Central, cached in .cache/) and
 the local Bybit-compatible exchange on 127.0.0.1, runs the connector as its
-own process with scripts/demo-config.yaml for a while, stops it with SIGTERM
-(it flushes), then prints a per-topic table (Kafka topic, records, bytes) and
-one decoded record per topic. Stops everything it started.
+own process with scripts/demo-config.yaml (Bybit v5 and the legacy streams
+side by side) for a while, stops it with SIGTERM (it flushes), then prints a
+per-topic table (Kafka topic, records, bytes; v5 first, then legacy) and one
+decoded record per topic. Stops everything it started. Exits 1 if any
+configured topic got no records.
 
 Usage: python scripts/demo.py [--seconds 20]
 """
@@ -31,6 +33,10 @@ from connector.dev.consume import AvroDecoder, read_all  # noqa: E402
 from connector.dev.kafka_broker import KafkaBroker  # noqa: E402
 
 CONFIG = ROOT / "scripts" / "demo-config.yaml"
+# Table groups: (header, streams), in display order.
+FAMILIES = (("Bybit v5 spot (v5, v5-private)", ("v5", "v5-private")),
+            ("legacy spot (v1, v2, private)", ("v1", "v2", "private")))
+KLINE_SCALE = "0.01"  # a v5 1-minute candle lasts 0.6 s, so closed candles show up
 
 
 def free_port() -> int:
@@ -87,7 +93,8 @@ def main() -> int:
                    BYBIT_API_KEY="demo-key", BYBIT_API_SECRET="demo-secret")
         exchange = subprocess.Popen(
             [sys.executable, "-m", "connector", "exchange", "--port", str(exchange_port),
-             "--api-key", "demo-key", "--api-secret-env", "BYBIT_API_SECRET"],
+             "--api-key", "demo-key", "--api-secret-env", "BYBIT_API_SECRET",
+             "--kline-scale", KLINE_SCALE],
             env=env, cwd=ROOT)
         connector = None
         try:
@@ -116,20 +123,31 @@ def main() -> int:
                           KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers)
         config = load(CONFIG)
         kinds = {config.kafka_topic(s): s.spec.kind for s in config.subscriptions}
-        topics = sorted(kinds)
+        streams = {config.kafka_topic(s): s.stream for s in config.subscriptions}
+        rank = {stream: i for _, members in FAMILIES for i, stream in enumerate(members)}
+        groups = [(header, sorted((t for t in kinds if streams[t] in members),
+                                  key=lambda t: (rank[streams[t]], t)))
+                  for header, members in FAMILIES]
+        topics = [t for _, group in groups for t in group]
         messages = read_all(broker.bootstrap_servers, [*topics, config.kafka.dead_letter_topic],
                             timeout=60)
         decoder = AvroDecoder()
+        width = max(44, *(len(t) for t in topics))
         print()
-        print(f"{'kafka topic':<44} {'records':>8} {'bytes':>10}")
+        print(f"{'kafka topic':<{width}} {'records':>8} {'bytes':>10}")
         missing = []
-        for topic in topics:
-            msgs = messages[topic]
-            print(f"{topic:<44} {len(msgs):>8} {sum(len(m.value) for m in msgs):>10}")
-            if not msgs:
-                missing.append(topic)
+        for header, group in groups:
+            if not group:
+                continue
+            print(f"-- {header}")
+            for topic in group:
+                msgs = messages[topic]
+                print(f"{topic:<{width}} {len(msgs):>8} {sum(len(m.value) for m in msgs):>10}")
+                if not msgs:
+                    missing.append(topic)
         dlq = messages[config.kafka.dead_letter_topic]
-        print(f"{config.kafka.dead_letter_topic:<44} {len(dlq):>8} "
+        print("-- dead letters")
+        print(f"{config.kafka.dead_letter_topic:<{width}} {len(dlq):>8} "
               f"{sum(len(m.value) for m in dlq):>10}")
         print()
         print("connector metrics at shutdown: " + ", ".join(

@@ -136,7 +136,9 @@ def _decode(raw: str | bytes, stream: Stream, stamp: Stamp, binary: bool,
         except ValueError as exc:
             return _bad(raw, "decompress_failed", str(exc), stream, stamp)
     try:
-        msg = json.loads(text)  # bytes are fine: json detects UTF-8 itself
+        # Strict UTF-8 (RFC 6455 text): json.loads(bytes) alone would also take
+        # UTF-16/32 and encoded surrogates.
+        msg = json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
     except UnicodeDecodeError as exc:
         return _bad(raw, "invalid_utf8", str(exc), stream, stamp)
     except (ValueError, RecursionError) as exc:

@@ -197,7 +197,10 @@ def test_example_configs_load() -> None:
         "bybit.spot.v5.orderbook.50", "bybit.spot.v5.publicTrade"]
     demo = load(ROOT / "scripts" / "demo-config.yaml",
                 env={"BYBIT_API_KEY": "k", "BYBIT_API_SECRET": "s"})
-    assert {s.stream for s in demo.subscriptions} == {"v1", "v2", "private"}
+    # the demo streams every topic kind, v5 and legacy side by side
+    from connector.topics import TOPICS
+    assert {s.spec.kind for s in demo.subscriptions} == {t.kind for t in TOPICS}
+    assert {s.stream for s in demo.subscriptions} == {"v5", "v5-private", "v1", "v2", "private"}
 
 
 def test_every_documented_topic_is_expressible() -> None:

@@ -114,6 +114,8 @@ def test_compressed_frames_decode_like_text(compress: object) -> None:
     ("{not json", False, "invalid_json"),
     ("", False, "invalid_json"),
     (b"{\"a\": \"\xff\"}", False, "invalid_utf8"),
+    ('{"topic":"trade","data":[]}'.encode("utf-16"), False, "invalid_utf8"),
+    (b"{\"a\": \"\xed\xa0\x80\"}", False, "invalid_utf8"),
     (b"\x00\xffgarbage", True, "decompress_failed"),
     (gzip.compress(b"{\"a\": \"\xff\"}"), True, "invalid_utf8"),
     ('{"hello":"world"}', False, "unknown_shape"),

@@ -138,6 +138,12 @@ def test_price_limit_without_type() -> None:
 @pytest.mark.parametrize(("raw", "reason"), [
     ("{not json", "invalid_json"),
     (b"{\"a\":\"\xff\"}", "invalid_utf8"),
+    # text frames are UTF-8 (RFC 6455): json.loads alone would take UTF-16/32
+    # and encoded surrogates; a frame in another encoding is not Bybit's
+    ('{"topic":"tickers.BTCUSDT","data":{}}'.encode("utf-16"), "invalid_utf8"),
+    # (UTF-32 without a BOM is valid UTF-8, full of NULs: not JSON)
+    ('{"topic":"tickers.BTCUSDT","data":{}}'.encode("utf-32-le"), "invalid_json"),
+    (b"{\"a\":\"\xed\xa0\x80\"}", "invalid_utf8"),
     ("[1,2]", "unknown_shape"),
     ('{"hello":"world"}', "unknown_shape"),
     ('{"topic":"publicTrade.BTCUSDT","data":42}', "unknown_shape"),

@@ -49,8 +49,8 @@ def decode(raw: str | bytes, stream: Stream, stamp: Stamp,
     """Decode one v5 frame. v5 sends no binary frames; one is ``unexpected_binary``."""
     if binary:
         return _bad(raw, "unexpected_binary", "v5 sends text frames only", stream, stamp)
-    try:
-        msg = json.loads(raw)
+    try:  # strict UTF-8 (RFC 6455 text); json.loads(bytes) would take UTF-16/32 too
+        msg = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
     except UnicodeDecodeError as exc:
         return _bad(raw, "invalid_utf8", str(exc), stream, stamp)
     except (ValueError, RecursionError) as exc:
