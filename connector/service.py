@@ -17,7 +17,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from connector import metrics, records
+from connector import coordination, metrics, records
 from connector.bybit import connection as bybit_connection
 from connector.bybit import protocol
 from connector.config import Config
@@ -63,8 +63,8 @@ def serializer_factory(config: Config) -> Callable[[str, str], Serializer]:
     return confluent_for
 
 
-def build_connections(config: Config,
-                      on_event: Callable[[Any], None]) -> list[bybit_connection.Connection]:
+def build_connections(config: Config, on_event: Callable[[Any], None],
+                      name_suffix: str = "") -> list[bybit_connection.Connection]:
     """One connection per stream, more where a stream exceeds the per-connection cap."""
     bybit = config.bybit
     creds = bybit.credentials
@@ -80,7 +80,8 @@ def build_connections(config: Config,
                   protocol.plan_connections(stream, subs, bybit.max_subscriptions_per_connection))
         for i, group in enumerate(groups):
             settings = bybit_connection.ConnectionSettings(
-                name=f"{stream}-{i}", stream=stream, url=url, subscriptions=tuple(group),
+                name=f"{stream}-{i}{name_suffix}", stream=stream, url=url,
+                subscriptions=tuple(group),
                 ping_interval=bybit.ping_interval_seconds,
                 pong_timeout=bybit.pong_timeout_seconds,
                 ack_timeout=bybit.ack_timeout_seconds,
@@ -126,6 +127,7 @@ class Connector:
         self.sink: KafkaSink | None = None
         self.connections: list[bybit_connection.Connection] = []
         self.health: HealthServer | None = None
+        self.coordinator: coordination.Coordinator | None = None
         self._stopped = False
 
     def start(self) -> Connector:
@@ -140,6 +142,17 @@ class Connector:
         self.sink = KafkaSink(self.config.kafka)
         routes = build_routes(self.config, serializer_factory(self.config))
         self.pipeline = Pipeline(routes, self.sink)
+        # -- scale-out (connector/coordination.py): with `coordination` set, Kafka's
+        # consumer group decides which shards this replica streams; the coordinator
+        # builds, starts and stops their connections.
+        if self.config.coordination is not None:
+            self.coordinator = coordination.start(
+                self.config, routes, self.sink,
+                lambda cfg, suffix: build_connections(cfg, self.pipeline.handle, suffix))
+            log.info("started: coordination group %s, %d routes",
+                     self.config.coordination.group, len(routes))
+            return self
+        # -- end scale-out
         self.connections = build_connections(self.config, self.pipeline.handle)
         for conn in self.connections:
             conn.start()
@@ -149,19 +162,30 @@ class Connector:
     def tick(self) -> None:
         """Called by the supervisor loop: liveness holds while every connection
         thread is running, so a dead thread fails /healthz and the pod restarts."""
-        dead = [c.name for c in self.connections if not c.is_alive()]
+        dead = [c.name for c in self._connections() if not c.is_alive()]
+        if self.coordinator is not None and not self.coordinator.is_alive():
+            dead.append("coordinator")
         if dead:
             log.error("connection threads not running: %s", ", ".join(dead))
             return
         self.liveness.tick()
 
+    def _connections(self) -> list[Any]:
+        """Connections running now (scale-out: those of the shards this replica owns)."""
+        if self.coordinator is not None:
+            return list(self.coordinator.runner.connections())
+        return list(self.connections)
+
     def readiness(self) -> dict[str, Any]:
         kafka_ok = self.sink is not None and self.sink.kafka_reachable()
         conns = [{"name": c.name, "up": c.is_up, "subscribed": c.all_subscribed,
-                  "last_error": c.last_error} for c in self.connections]
+                  "last_error": c.last_error} for c in self._connections()]
         ready = kafka_ok and bool(conns) and all(c["up"] and c["subscribed"] for c in conns)
         body: dict[str, Any] = {"ready": ready, "kafka": {"reachable": kafka_ok},
                                 "connections": conns}
+        if self.coordinator is not None:  # scale-out: ready when our shards stream
+            body["coordination"] = self.coordinator.status()
+            body["ready"] = kafka_ok and body["coordination"]["ready"]
         if self.sink is not None and self.sink.last_error:
             body["kafka"]["last_error"] = self.sink.last_error
         return body
@@ -171,6 +195,8 @@ class Connector:
         if self._stopped:
             return 0
         self._stopped = True
+        if self.coordinator is not None:  # scale-out: stop shards, flush, leave the group
+            self.coordinator.stop()
         log.info("stopping: closing %d connections", len(self.connections))
         threads = [threading.Thread(target=c.stop, name=f"stop-{c.name}")
                    for c in self.connections]
