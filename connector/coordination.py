@@ -361,7 +361,9 @@ class Coordinator:
             max_poll_interval_ms=max(session_ms, 15_000))
 
     def _run(self) -> None:
+        """The poll loop: heartbeats and rebalances only, never held up by a start."""
         consumer: KafkaConsumer | None = None
+        starter = threading.Thread(target=self._start_shards, name="shard-starter")
         try:
             while consumer is None and not self._stop.is_set():
                 try:
@@ -375,6 +377,7 @@ class Coordinator:
             consumer.subscribe([self.topic], listener=_Listener(self.runner, self._wake))
             log.info("joining group %s on %s (%d shards)", self.config.group, self.topic,
                      self.config.shards)
+            starter.start()
             while not self._stop.is_set():
                 try:
                     consumer.poll(timeout_ms=int(POLL_SECONDS * 1000), max_records=1)
@@ -384,9 +387,10 @@ class Coordinator:
                     log.warning("coordination: %s", self.last_error)
                     self._stop.wait(1.0)
                 self._observe(consumer)
-                self.runner.apply()
-                self.runner.observe_handovers()
         finally:
+            self._wake.set()
+            if starter.is_alive():
+                starter.join(30)
             # Stop and flush before leaving, so the next owners find our records.
             self.runner.stop_all()
             if consumer is not None:
@@ -394,6 +398,17 @@ class Coordinator:
                     consumer.close()
                 except KafkaError as exc:
                     log.warning("coordination: leaving the group: %s", exc)
+
+    def _start_shards(self) -> None:
+        """Seeding and connecting take seconds: done here, off the poll loop, so a
+        follow-up rebalance round never waits for them."""
+        while not self._stop.is_set():
+            self._wake.wait(POLL_SECONDS)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            self.runner.apply()
+            self.runner.observe_handovers()
 
     def _observe(self, consumer: KafkaConsumer) -> None:
         meta = consumer.group_metadata()

@@ -209,6 +209,14 @@ class ExchangeServer:
     def client_count(self, stream: str | None = None) -> int:
         return sum(1 for c in self.clients if stream is None or c.stream == stream)
 
+    def subscriptions(self) -> dict[str, int]:
+        """How many clients stream each subscription now (``"stream topic symbol"``)."""
+        async def go() -> dict[str, int]:
+            held = collections.Counter(f"{c.stream} {topic.rstrip(':')} {symbol}"
+                                       for c in self.clients for (topic, symbol) in c.tasks)
+            return dict(held)
+        return dict(self._call(go))
+
     def sent_frames(self, stream: str | None = None) -> list[dict[str, Any]]:
         return [json.loads(t) for s, t in list(self.sent) if stream is None or s == stream]
 
@@ -239,7 +247,10 @@ class ExchangeServer:
             result = "ok"
         elif action == "stats":
             result = {"clients": {s: self.client_count(s) for s in PATHS.values()},
-                      "counters": dict(self.counters)}
+                      "counters": dict(self.counters),
+                      "subscriptions": collections.Counter(
+                          f"{c.stream} {t.rstrip(':')} {s}" for c in self.clients
+                          for (t, s) in c.tasks)}
         else:
             return conn.respond(HTTPStatus.NOT_FOUND, f"unknown action {action}\n")
         return conn.respond(HTTPStatus.OK, dumps({"ok": True, "result": result}) + "\n")
