@@ -46,3 +46,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "bkc.metricsPort" -}}
 {{- (default dict .Values.config.metrics).port | default 9102 -}}
 {{- end -}}
+
+{{- define "bkc.coordinated" -}}
+{{- if or .Values.coordination.enabled (gt (int .Values.replicaCount) 1) (.Values.config.coordination) -}}true{{- end -}}
+{{- end -}}
+
+{{/* The connector config, with coordination added when replicas share the work. */}}
+{{- define "bkc.config" -}}
+{{- $config := deepCopy .Values.config -}}
+{{- if and (include "bkc.coordinated" .) (not $config.coordination) -}}
+{{- $_ := set $config "coordination" (dict "group" (default (include "bkc.fullname" .) .Values.coordination.group) "shards" (int .Values.coordination.shards)) -}}
+{{- end -}}
+{{- toYaml $config -}}
+{{- end -}}
