@@ -73,7 +73,7 @@ def gauge(name: str, **labels: str) -> float | None:
 
 
 def test_assign_seeds_then_starts_and_revoke_stops_then_flushes() -> None:
-    runner, events, built = make_runner()
+    runner, events, _built = make_runner()
     runner.assign({0, 1})
     runner.apply()
     assert events[0].startswith("seed ") and events[1:] == ["start v1-0.s0", "start v1-0.s1"]
@@ -87,7 +87,7 @@ def test_assign_seeds_then_starts_and_revoke_stops_then_flushes() -> None:
 
 
 def test_unmoved_shards_keep_their_connections() -> None:
-    runner, events, built = make_runner()
+    runner, _events, built = make_runner()
     runner.assign({0, 1, 2})
     runner.apply()
     kept = built[1][0]
