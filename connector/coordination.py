@@ -341,6 +341,7 @@ class Coordinator:
     def stop(self, timeout: float = 15.0) -> None:
         """Stop streaming, flush, leave the group (the others take over at once)."""
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.warning("coordinator did not stop within %.1f s", timeout)
@@ -381,6 +382,10 @@ class Coordinator:
             while not self._stop.is_set():
                 try:
                     consumer.poll(timeout_ms=int(POLL_SECONDS * 1000), max_records=1)
+                    # The topic carries no records: never fetch, only keep the membership.
+                    unpaused = consumer.assignment() - consumer.paused()
+                    if unpaused:
+                        consumer.pause(*unpaused)
                     self.last_error = None
                 except KafkaError as exc:
                     self.last_error = f"{type(exc).__name__}: {exc}"
@@ -403,11 +408,12 @@ class Coordinator:
         """Seeding and connecting take seconds: done here, off the poll loop, so a
         follow-up rebalance round never waits for them."""
         while not self._stop.is_set():
-            self._wake.wait(POLL_SECONDS)
+            woken = self._wake.wait(POLL_SECONDS)
             self._wake.clear()
             if self._stop.is_set():
                 return
-            self.runner.apply()
+            if woken:
+                self.runner.apply()
             self.runner.observe_handovers()
 
     def _observe(self, consumer: KafkaConsumer) -> None:
