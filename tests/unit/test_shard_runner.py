@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 
 from connector import metrics, shards
 from connector.config import SubscriptionConfig
-from connector.coordination import ShardRunner
+from connector.shard_runner import ShardRunner
 
 SYMBOLS = [f"S{i:02d}USDT" for i in range(40)]
 N = 4
