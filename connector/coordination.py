@@ -52,7 +52,7 @@ from kafka.structs import MemberState
 
 from connector import handover, metrics, shards
 from connector.config import Config, CoordinationConfig, KafkaConfig
-from connector.errors import ConfigError
+from connector.errors import ConfigError, ConnectorError
 from connector.shard_runner import ShardConnection, ShardRunner
 from connector.sink import producer_settings
 
@@ -81,18 +81,29 @@ class _Listener(ConsumerRebalanceListener):
 
 
 def ensure_coordination_topic(kafka: KafkaConfig, topic: str, partitions: int) -> None:
-    """Create the coordination topic with ``partitions`` partitions if missing.
+    """Create the coordination topic with ``partitions`` partitions if missing
+    (unless ``kafka.create_topics`` is off).
 
-    Raises ``ConfigError`` if it exists with another partition count: the
-    shard plan would not match the group's partitions.
+    Raises ``ConfigError`` if it is missing and may not be created, or exists
+    with another partition count (the shard plan would not match the group's
+    partitions); ``ConnectorError`` if Kafka cannot be asked (the process
+    exits and is restarted: without the group it must not stream anything).
     """
     from kafka.admin import KafkaAdminClient, NewTopic
 
     settings = {k: v for k, v in producer_settings(kafka).items()
                 if k in KafkaAdminClient.DEFAULT_CONFIG}
-    admin = KafkaAdminClient(**settings)
+    try:
+        admin = KafkaAdminClient(**settings)
+    except KafkaError as exc:
+        raise ConnectorError(f"cannot reach Kafka to check the coordination topic: {exc}") \
+            from exc
     try:
         if topic not in set(admin.list_topics()):
+            if not kafka.create_topics:
+                raise ConfigError("coordination.topic", f"{topic!r} does not exist and "
+                                  "kafka.create_topics is off",
+                                  f"create it with {partitions} partitions")
             try:
                 admin.create_topics([NewTopic(topic, partitions, -1)])
                 log.info("created the coordination topic %s (%d partitions)", topic, partitions)
@@ -104,6 +115,8 @@ def ensure_coordination_topic(kafka: KafkaConfig, topic: str, partitions: int) -
                               f"the coordination topic {topic!r} has {found} partitions, "
                               f"not {partitions}",
                               "changing the shard count needs a new coordination.group")
+    except KafkaError as exc:
+        raise ConnectorError(f"cannot check the coordination topic {topic!r}: {exc}") from exc
     finally:
         admin.close()
 

@@ -1,13 +1,16 @@
 """Shards: how the subscriptions are cut up so several replicas can share them.
 
 Pure functions, no I/O. A subscription (stream, topic id, symbol) belongs to
-shard ``crc32("stream/topic_id/symbol") % shards`` — a stable hash (CRC-32 of
-the UTF-8 text, not Python's salted ``hash()``), so every replica, of any
-version and on any machine, computes the same plan from the same config.
+shard ``blake2b("stream/topic_id/symbol") % shards`` (the first 8 bytes of the
+8-byte BLAKE2b digest of the UTF-8 text, big-endian) — a stable hash, not
+Python's salted ``hash()``, so every replica, of any version and on any
+machine, computes the same plan from the same config. Not CRC-32: it is
+linear, and symbol lists are structured (S000..S019, BTC3L/BTC3S): CRC-32
+left half the shards of a power-of-two count empty for such lists.
 
 A private stream is never cut: one authenticated connection carries every
 private topic of the account, so all of a private stream's subscriptions are
-one unit, placed on shard ``crc32(stream) % shards``.
+one unit, placed on shard ``blake2b(stream) % shards``.
 
 The shard is the unit that moves between replicas (one partition of the
 coordination topic each, see ``connector.coordination``); each shard gets its
@@ -17,7 +20,7 @@ own connections, so moving one shard never touches another's.
 from __future__ import annotations
 
 import dataclasses
-import zlib
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +31,12 @@ PRIVATE_STREAMS = frozenset({"private", "v5-private"})
 def shard_of(stream: str, topic_id: str, symbol: str, shards: int) -> int:
     """The shard of one subscription; ``shards`` >= 1."""
     key = stream if stream in PRIVATE_STREAMS else f"{stream}/{topic_id}/{symbol}"
-    return zlib.crc32(key.encode()) % shards
+    return stable_hash(key) % shards
+
+
+def stable_hash(text: str) -> int:
+    """A 64-bit hash of ``text`` that is the same everywhere, every time."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
 def plan(subscriptions: Sequence[Any], shards: int) -> dict[int, list[Any]]:

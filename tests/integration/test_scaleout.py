@@ -243,3 +243,61 @@ def held_by_shards(owned: set[int]) -> set[str]:
 
     return {k for k in EXPECTED
             if shard_of("v1", k.split()[1], k.split()[2], SHARDS) in owned}
+
+
+def test_coordination_topic_is_created_and_checked(kafka_broker: KafkaBroker) -> None:
+    from connector.config import KafkaConfig
+    from connector.coordination import ensure_coordination_topic
+    from connector.errors import ConfigError
+
+    kafka = KafkaConfig(bootstrap_servers=[kafka_broker.bootstrap_servers])
+    topic = f"scale.coord.{uuid.uuid4().hex[:6]}"
+    ensure_coordination_topic(kafka, topic, 5)  # created
+    ensure_coordination_topic(kafka, topic, 5)  # found, same count
+    with pytest.raises(ConfigError) as err:
+        ensure_coordination_topic(kafka, topic, 6)
+    assert err.value.path == "coordination.shards" and "has 5 partitions" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        ensure_coordination_topic(KafkaConfig(bootstrap_servers=[kafka_broker.bootstrap_servers],
+                                              create_topics=False), topic + ".x", 5)
+    assert err.value.path == "coordination.topic"
+
+
+def test_one_replica_owns_every_shard_and_reports_it(kafka_broker: KafkaBroker,
+                                                     exchange: ExchangeServer) -> None:
+    """In-process: a lone replica streams everything; /readyz and metrics say so."""
+    from prometheus_client import REGISTRY
+
+    from connector.config import loads
+    from connector.service import Connector
+
+    config = loads(f"""
+bybit: {{urls: {{v1: "{exchange.url}/spot/quote/ws/v1"}}}}
+kafka:
+  bootstrap_servers: ["{kafka_broker.bootstrap_servers}"]
+  topic_template: "scale1.{{stream}}.{{topic}}"
+  dead_letter_topic: scale1.dead-letter
+metrics: {{enabled: false}}
+coordination: {{group: scale1-{uuid.uuid4().hex[:6]}, shards: 4}}
+subscriptions:
+  - {{stream: v1, topic: trade, symbols: [{", ".join(SYMBOLS[:20])}]}}
+""", env={})
+    connector = Connector(config).start()
+    try:
+        deadline = time.monotonic() + 60
+        while not connector.readiness()["ready"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        body = connector.readiness()
+        assert body["ready"], body
+        assert body["coordination"]["shards_owned"] == [0, 1, 2, 3]
+        assert body["coordination"]["state"] == "stable"
+        assert len(body["connections"]) == 4  # one per shard
+        assert {c["name"] for c in body["connections"]} == {f"v1-0.s{i}" for i in range(4)}
+        assert REGISTRY.get_sample_value("bybit_connector_shards_owned") == 4
+        assert REGISTRY.get_sample_value("bybit_connector_rebalances_total") >= 1
+        time.sleep(2)
+        assert REGISTRY.get_sample_value("bybit_connector_shard_handover_seconds_count") >= 4
+        assert len(held(exchange)) == 20
+    finally:
+        connector.stop()
+    assert REGISTRY.get_sample_value("bybit_connector_shards_owned") == 0

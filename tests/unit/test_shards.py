@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
-import zlib
 from collections import Counter
 
 import pytest
@@ -14,6 +14,7 @@ from connector.config import Config, loads
 from connector.errors import ConfigError
 
 SYMBOLS = [f"S{i:03d}USDT" for i in range(300)]
+PINNED = [10, 9]  # BTCUSDT, ETHUSDT of v1 trade over 12 shards
 
 
 def config(subscriptions: str, coordination: str = "") -> Config:
@@ -25,9 +26,15 @@ subscriptions:
 """, env={})
 
 
-def test_shard_of_is_crc32_of_the_subscription_text() -> None:
-    assert shards.shard_of("v1", "trade", "BTCUSDT", 12) == zlib.crc32(b"v1/trade/BTCUSDT") % 12
+def blake(text: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
+
+
+def test_shard_of_is_a_blake2b_of_the_subscription_text() -> None:
+    assert shards.shard_of("v1", "trade", "BTCUSDT", 12) == blake(b"v1/trade/BTCUSDT") % 12
     assert shards.shard_of("v1", "trade", "BTCUSDT", 1) == 0
+    # Pinned: a change of hash would move every shard during a rolling upgrade.
+    assert [shards.shard_of("v1", "trade", s, 12) for s in ("BTCUSDT", "ETHUSDT")] == PINNED
 
 
 def test_shard_of_is_the_same_in_another_interpreter() -> None:
@@ -42,7 +49,7 @@ def test_shard_of_is_the_same_in_another_interpreter() -> None:
                                       for s in ("BTCUSDT", "ETHUSDT", "X1")])
 
 
-@pytest.mark.parametrize("n", [3, 12, 24])
+@pytest.mark.parametrize("n", [3, 4, 8, 12, 16, 24])
 def test_subscriptions_spread_evenly(n: int) -> None:
     counts = Counter(shards.shard_of("v1", topic, s, n)
                      for s in SYMBOLS for topic in ("trade", "realtimes"))
@@ -51,6 +58,15 @@ def test_subscriptions_spread_evenly(n: int) -> None:
     # Binomial spread: within 4 standard deviations of the mean.
     sd = (600 * (1 / n) * (1 - 1 / n)) ** 0.5
     assert max(counts.values()) < mean + 4 * sd and min(counts.values()) > mean - 4 * sd
+
+
+@pytest.mark.parametrize(("n", "count"), [(2, 20), (4, 20), (4, 40), (8, 40)])
+def test_similar_names_reach_every_shard(n: int, count: int) -> None:
+    """Symbol lists are structured (S000..S039, BTC3LUSDT/BTC3SUSDT): a linear hash
+    such as CRC-32 keeps their shared bits and leaves shards empty at 2^k shards."""
+    counts = Counter(shards.shard_of("v1", "trade", s, n) for s in SYMBOLS[:count])
+    assert set(counts) == set(range(n)), counts
+    assert max(counts.values()) <= 2.5 * count / n, counts
 
 
 def test_topics_of_one_symbol_are_spread_too() -> None:
@@ -68,10 +84,10 @@ def test_private_stream_is_one_shard_of_its_own() -> None:
 """)
     plan = shards.plan(cfg.subscriptions, 12)
     private = [s for s, subs in plan.items() if any(x.stream == "private" for x in subs)]
-    assert private == [zlib.crc32(b"private") % 12]
+    assert private == [blake(b"private") % 12]
     assert [x.topic for x in plan[private[0]] if x.stream == "private"] == [
         "executionReport", "outboundAccountInfo", "ticketInfo"]
-    assert shards.shard_of("v5-private", "order.spot", "", 7) == zlib.crc32(b"v5-private") % 7
+    assert shards.shard_of("v5-private", "order.spot", "", 7) == blake(b"v5-private") % 7
 
 
 def test_plan_cuts_symbol_lists_and_loses_nothing() -> None:
