@@ -249,6 +249,41 @@ class MetricsConfig:
         "Listen port (0: any free port, for tests).", minimum=0, maximum=PORT_MAX))
 
 
+GROUP_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+COORDINATION_TOPIC = "bybit.connector.coordination.{group}"
+
+
+@dataclass(frozen=True)
+class CoordinationConfig:
+    """Scale-out: replicas with the same `group` share the subscriptions among them.
+
+    Subscriptions are cut into `shards` by a stable hash of (stream, topic, symbol);
+    every replica joins a Kafka consumer group on a coordination topic of `shards`
+    partitions, and the partitions the group gives a replica are the shards it streams.
+    """
+
+    group: str = field(metadata=doc(
+        "Kafka consumer group id shared by every replica of this deployment.",
+        example="bybit-connector"))
+    shards: int = field(default=12, metadata=doc(
+        "How many shards the subscriptions are cut into (1..1000): the unit that moves "
+        "between replicas. A few times the largest replica count. Changing it needs a new "
+        "`group`."))
+    topic: str | None = field(default=None, metadata=doc(
+        "Coordination topic (created at start with `shards` partitions; it carries no "
+        "records). Default: `bybit.connector.coordination.<group>`."))
+    session_timeout_seconds: float = field(default=6.0, metadata=doc(
+        "A replica that stops heartbeating for this long loses its shards to the others "
+        "(Kafka's session timeout; the broker's group.min.session.timeout.ms is 6 s by "
+        "default)."))
+    heartbeat_interval_seconds: float = field(default=1.0, metadata=doc(
+        "How often a replica heartbeats; also how soon it notices a rebalance."))
+
+    @property
+    def coordination_topic(self) -> str:
+        return self.topic or COORDINATION_TOPIC.format(group=self.group)
+
+
 @dataclass(frozen=True)
 class SubscriptionConfig:
     stream: Literal["v5", "v5-private", "v1", "v2", "private"] = field(metadata=doc(
@@ -305,6 +340,9 @@ class Config:
         "Prometheus metrics and health endpoints."))
     subscriptions: list[SubscriptionConfig] = field(default_factory=list, metadata=doc(
         "What to stream: each entry is one Bybit topic on one stream for a list of symbols."))
+    coordination: CoordinationConfig | None = field(default=None, metadata=doc(
+        "Run several replicas that share the subscriptions (off: this process streams "
+        "every subscription)."))
 
     def kafka_topic(self, sub: SubscriptionConfig) -> str:
         """The Kafka topic a subscription writes to."""
@@ -531,6 +569,8 @@ def _interpolate_tree(value: Any, path: str, ctx: _Ctx) -> Any:
 def _check(config: Config) -> None:
     _check_kafka(config.kafka)
     _check_serialization(config.serialization)
+    if config.coordination is not None:
+        _check_coordination(config.coordination)
     if not config.subscriptions:
         raise ConfigError("subscriptions", "is empty: subscribe to at least one topic")
     seen: dict[tuple[str, str, str], int] = {}
@@ -615,6 +655,22 @@ def _check_kafka(kafka: KafkaConfig) -> None:
             raise ConfigError("kafka.security.sasl_plain_username",
                               f"{sec.sasl_mechanism} needs sasl_plain_username and "
                               "sasl_plain_password (or sasl_plain_password_file)")
+
+
+def _check_coordination(coord: CoordinationConfig) -> None:
+    if not GROUP_ID_RE.match(coord.group):
+        raise ConfigError("coordination.group", f"{coord.group!r} is not a legal consumer group id",
+                          "use letters, digits, '.', '_' and '-', at most 200 characters")
+    if not 1 <= coord.shards <= 1000:
+        raise ConfigError("coordination.shards", f"{coord.shards} is not between 1 and 1000")
+    if not KAFKA_TOPIC_RE.match(coord.coordination_topic):
+        raise ConfigError("coordination.topic",
+                          f"{coord.coordination_topic!r} is not a legal Kafka topic name")
+    if coord.heartbeat_interval_seconds * 3 > coord.session_timeout_seconds:
+        raise ConfigError("coordination.heartbeat_interval_seconds",
+                          f"{coord.heartbeat_interval_seconds} is more than a third of "
+                          f"session_timeout_seconds ({coord.session_timeout_seconds})",
+                          "Kafka needs several heartbeats per session timeout")
 
 
 def _check_serialization(ser: SerializationConfig) -> None:

@@ -215,6 +215,22 @@ book_deltas_dropped_total = Counter(
 )
 
 
+# --- scale-out (connector/coordination.py) ---------------------------------
+shards_owned = Gauge(
+    f"{PREFIX}_shards_owned",
+    "Shards (partitions of the coordination topic) this replica owns and streams.",
+)
+rebalances_total = Counter(
+    f"{PREFIX}_rebalances_total",
+    "Consumer-group generations this replica joined (each rebalance it took part in).",
+)
+shard_handover_seconds = Histogram(
+    f"{PREFIX}_shard_handover_seconds",
+    "From a shard's assignment to this replica to its first data (private: authenticated).",
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0),
+)
+
+
 class LastMessageAge(Collector):
     """``bybit_connector_last_message_age_seconds{stream,topic,symbol}``.
 
@@ -232,6 +248,12 @@ class LastMessageAge(Collector):
         with self._lock:
             for key in keys:
                 self._last.setdefault(key, now)
+
+    def unregister(self, keys: Iterable[tuple[str, str, str]]) -> None:
+        """Stop exporting these subscriptions (their shard moved to another replica)."""
+        with self._lock:
+            for key in keys:
+                self._last.pop(key, None)
 
     def touch(self, stream: str, topic: str, symbol: str, mono: float | None = None) -> None:
         """Only registered (configured) keys: what the server sends must not add series."""

@@ -23,7 +23,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
-from connector import metrics, records
+from connector import coordination, metrics, records
 from connector.bybit import connection as bybit_connection
 from connector.bybit import protocol
 from connector.bybit.v5 import protocol as v5_protocol
@@ -112,7 +112,7 @@ def subscriptions_by_stream(config: Config) -> dict[str, list[protocol.Subscript
 
 def build_connections(config: Config, on_event: Callable[[Any], None],
                       on_subscribe: Callable[[str, tuple[tuple[str, str], ...]], None]
-                      | None = None) -> list[bybit_connection.Connection]:
+                      | None = None, name_suffix: str = "") -> list[bybit_connection.Connection]:
     """One connection per stream, more where a stream exceeds the per-connection cap."""
     bybit = config.bybit
     creds = bybit.credentials
@@ -123,7 +123,8 @@ def build_connections(config: Config, on_event: Callable[[Any], None],
         groups = plan_groups(stream, subs, bybit.max_subscriptions_per_connection)
         for i, group in enumerate(groups):
             settings = bybit_connection.ConnectionSettings(
-                name=f"{stream}-{i}", stream=stream, url=url, subscriptions=tuple(group),
+                name=f"{stream}-{i}{name_suffix}", stream=stream, url=url,
+                subscriptions=tuple(group),
                 ping_interval=bybit.ping_interval_seconds,
                 pong_timeout=bybit.pong_timeout_seconds,
                 ack_timeout=bybit.ack_timeout_seconds,
@@ -174,6 +175,7 @@ class Connector:
         self.stop_event = stop_event or threading.Event()
         self.kafka_attempts = 0
         self.kafka_error: str | None = None
+        self.coordinator: coordination.Coordinator | None = None
         self._stopped = False
 
     def start(self) -> Connector:
@@ -191,9 +193,21 @@ class Connector:
         routes = build_routes(self.config, serializer_factory(self.config))
         seed_dedup(self.config, routes)
         self.pipeline = Pipeline(routes, self.sink)
+        self.pipeline.resubscribe = self._resubscribe
+        # -- scale-out (connector/coordination.py): with `coordination` set, Kafka's
+        # consumer group decides which shards this replica streams; the coordinator
+        # builds, starts and stops their connections.
+        if self.config.coordination is not None:
+            self.coordinator = coordination.start(
+                self.config, routes, self.sink,
+                lambda cfg, suffix: build_connections(cfg, self.pipeline.handle,
+                                                     self.pipeline.expect_snapshot, suffix))
+            log.info("started: coordination group %s, %d routes",
+                     self.config.coordination.group, len(routes))
+            return self
+        # -- end scale-out
         self.connections = build_connections(self.config, self.pipeline.handle,
                                              self.pipeline.expect_snapshot)
-        self.pipeline.resubscribe = self._resubscribe
         for conn in self.connections:
             conn.start()
         log.info("started: %d connections, %d routes", len(self.connections), len(routes))
@@ -201,7 +215,7 @@ class Connector:
 
     def _resubscribe(self, stream: str, topic_id: str, symbol: str) -> None:
         """Ask the connection that carries (topic_id, symbol) to resubscribe it."""
-        for conn in self.connections:
+        for conn in self._connections():
             if conn.settings.stream == stream and conn.owns(topic_id, symbol):
                 conn.resubscribe(topic_id, symbol)
                 return
@@ -247,11 +261,19 @@ class Connector:
     def tick(self) -> None:
         """Called by the supervisor loop: liveness holds while every connection
         thread is running, so a dead thread fails /healthz and the pod restarts."""
-        dead = [c.name for c in self.connections if not c.is_alive()]
+        dead = [c.name for c in self._connections() if not c.is_alive()]
+        if self.coordinator is not None and not self.coordinator.is_alive():
+            dead.append("coordinator")
         if dead:
             log.error("connection threads not running: %s", ", ".join(dead))
             return
         self.liveness.tick()
+
+    def _connections(self) -> list[Any]:
+        """Connections running now (scale-out: those of the shards this replica owns)."""
+        if self.coordinator is not None:
+            return list(self.coordinator.runner.connections())
+        return list(self.connections)
 
     def readiness(self) -> dict[str, Any]:
         if self.sink is not None:
@@ -263,16 +285,22 @@ class Connector:
             if self.kafka_error:
                 kafka["last_error"] = self.kafka_error
         conns = [{"name": c.name, "up": c.is_up, "subscribed": c.all_subscribed,
-                  "last_error": c.last_error} for c in self.connections]
+                  "last_error": c.last_error} for c in self._connections()]
         ready = (bool(kafka["ready"]) and bool(conns)
                  and all(c["up"] and c["subscribed"] for c in conns))
-        return {"ready": ready, "kafka": kafka, "connections": conns}
+        body: dict[str, Any] = {"ready": ready, "kafka": kafka, "connections": conns}
+        if self.coordinator is not None:  # scale-out: ready when our shards stream
+            body["coordination"] = self.coordinator.status()
+            body["ready"] = bool(kafka["ready"]) and body["coordination"]["ready"]
+        return body
 
     def stop(self) -> int:
         """Stop reading, flush Kafka, close. Returns records counted as dropped at close."""
         if self._stopped:
             return 0
         self._stopped = True
+        if self.coordinator is not None:  # scale-out: stop shards, flush, leave the group
+            self.coordinator.stop()
         log.info("stopping: closing %d connections", len(self.connections))
         threads = [threading.Thread(target=c.stop, name=f"stop-{c.name}")
                    for c in self.connections]

@@ -39,8 +39,11 @@ def values_schema() -> dict[str, Any]:
     probe = obj({"initialDelaySeconds": INT, "periodSeconds": INT, "timeoutSeconds": INT,
                  "failureThreshold": INT, "successThreshold": INT})
     schema = obj({
-        "replicaCount": {"type": "integer", "minimum": 0, "maximum": 1,
-                         "description": "The connector is not sharded: 0 or 1."},
+        "replicaCount": {"type": "integer", "minimum": 0,
+                         "description": "Above 1, the replicas share the subscriptions."},
+        "coordination": obj({"enabled": BOOL, "group": STR,
+                             "shards": {"type": "integer", "minimum": 1, "maximum": 1000}}),
+        "podAntiAffinity": {"enum": ["soft", "hard", ""]},
         "image": obj({"repository": STR, "tag": STR,
                       "pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]}},
                      ["repository"]),

@@ -225,6 +225,14 @@ class ExchangeServer:
         result: list[dict[str, Any]] = self._call(go)
         return result
 
+    def subscriptions(self) -> dict[str, int]:
+        """How many clients stream each subscription now (``"stream topic symbol"``)."""
+        async def go() -> dict[str, int]:
+            held = collections.Counter(f"{c.stream} {topic.rstrip(':')} {symbol}"
+                                       for c in self.clients for (topic, symbol) in c.tasks)
+            return dict(held)
+        return dict(self._call(go))
+
     def sent_frames(self, stream: str | None = None) -> list[dict[str, Any]]:
         return [json.loads(t) for s, t in list(self.sent) if stream is None or s == stream]
 
@@ -259,7 +267,10 @@ class ExchangeServer:
             result = self.market.trade_tape(q.get("symbol", ""))
         elif action == "stats":
             result = {"clients": {s: self.client_count(s) for s in PATHS.values()},
-                      "counters": dict(self.counters), "v5": self.v5.control("stats", {})}
+                      "counters": dict(self.counters), "v5": self.v5.control("stats", {}),
+                      "subscriptions": collections.Counter(
+                          f"{c.stream} {t.rstrip(':')} {s}" for c in self.clients
+                          for (t, s) in c.tasks)}
         else:
             return conn.respond(HTTPStatus.NOT_FOUND, f"unknown action {action}\n")
         return conn.respond(HTTPStatus.OK, dumps({"ok": True, "result": result}) + "\n")

@@ -278,3 +278,46 @@ def test_private_stream_without_credentials_fails_at_install(stream: str,
                   "--set", "bybit.apiKey=k", "--set", "bybit.apiSecret=s")
     config = yaml.safe_load(by_kind(docs, "ConfigMap")[0]["data"]["config.yaml"])
     assert config["bybit"]["credentials"]["api_key"] == "${BYBIT_API_KEY}"
+
+
+def test_replicas_share_the_work_out_of_the_box(tmp_path: Path) -> None:
+    docs = render("--set", "replicaCount=3")
+    config = yaml.safe_load(next(d for d in by_kind(docs, "ConfigMap")
+                                 if "config.yaml" in d["data"])["data"]["config.yaml"])
+    assert config["coordination"] == {"group": "test-bybit-kafka-connector", "shards": 12}
+    deployment = by_kind(docs, "Deployment")[0]
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    anti = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    term = anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert by_kind(docs, "PodDisruptionBudget")[0]["spec"]["maxUnavailable"] == 1
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    # One replica stays as it was: no coordination, Recreate, no PDB, no anti-affinity.
+    single = render()
+    assert "coordination" not in yaml.safe_load(next(
+        d for d in by_kind(single, "ConfigMap") if "config.yaml" in d["data"])["data"][
+        "config.yaml"])
+    assert not by_kind(single, "PodDisruptionBudget")
+    assert "affinity" not in by_kind(single, "Deployment")[0]["spec"]["template"]["spec"]
+
+
+def test_explicit_coordination_and_affinity_are_kept() -> None:
+    docs = render("-f", str(FULL))
+    config = yaml.safe_load(next(d for d in by_kind(docs, "ConfigMap")
+                                 if "config.yaml" in d["data"])["data"]["config.yaml"])
+    assert config["coordination"] == {"group": "bybit-prod", "shards": 24}
+    affinity = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["affinity"]
+    assert "nodeAffinity" in affinity  # the user's, merged with the anti-affinity
+    assert affinity["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    own = render("--set", "replicaCount=2", "--set-json",
+                 'config.coordination={"group": "mine", "shards": 6}',
+                 "--set-json", 'affinity={"podAntiAffinity": {}}')
+    config = yaml.safe_load(next(d for d in by_kind(own, "ConfigMap")
+                                 if "config.yaml" in d["data"])["data"]["config.yaml"])
+    assert config["coordination"] == {"group": "mine", "shards": 6}
+    assert by_kind(own, "Deployment")[0]["spec"]["template"]["spec"]["affinity"] == {
+        "podAntiAffinity": {}}

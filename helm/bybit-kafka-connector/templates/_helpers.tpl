@@ -47,6 +47,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- (default dict .Values.config.metrics).port | default 9102 -}}
 {{- end -}}
 
+{{- define "bkc.coordinated" -}}
+{{- if or .Values.coordination.enabled (gt (int .Values.replicaCount) 1) (.Values.config.coordination) -}}true{{- end -}}
+{{- end -}}
+
 {{/*
 The connector's config.yaml: .Values.config with the chart's secrets wired in.
 Where the chart sets a secret's environment variable (bybit.apiKey/apiSecret or
@@ -77,6 +81,9 @@ it. A subscription to a private stream (any stream whose name ends in
 {{- $registry := default dict $serialization.schema_registry -}}
 {{- if and .Values.schemaRegistryAuth.existingSecret $registry.username (not $registry.password) (not $registry.password_file) -}}
 {{- $_ := set $registry "password" "${SCHEMA_REGISTRY_PASSWORD}" -}}
+{{- end -}}
+{{- if and (include "bkc.coordinated" .) (not $config.coordination) -}}
+{{- $_ := set $config "coordination" (dict "group" (default (include "bkc.fullname" .) .Values.coordination.group) "shards" (int .Values.coordination.shards)) -}}
 {{- end -}}
 {{- toYaml $config -}}
 {{- end -}}

@@ -1,0 +1,232 @@
+"""The shards this replica streams: their subscriptions and connections.
+
+``ShardRunner`` is told which shards the group gave this replica
+(``assign``/``revoke``, from ``connector.coordination``'s rebalance listener)
+and brings the running connections to match (``apply``, using
+``shards.diff``): a new shard is seeded (``on_shards_assigned``), then its
+connections are built and started; a revoked shard's connections are stopped
+and Kafka flushed before the listener returns, so the next owner finds every
+record of ours in Kafka. Shards that do not move are never touched.
+
+It also keeps the per-replica metrics true to what this replica streams:
+``shards_owned``, ``subscriptions_configured`` and ``last_message_age`` follow
+the owned shards, a moved shard's ``connection_up`` child is removed (no
+"connection down" alert for a connection that now lives elsewhere), and
+``shard_handover_seconds`` is observed at a new shard's first data.
+
+Thread-safe: the listener (kafka-python's I/O thread) and the shard-starter
+thread both call in; seeding runs outside the lock so a revoke never waits
+for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from connector import metrics, shards
+
+log = logging.getLogger(__name__)
+
+FLUSH_ON_REVOKE_SECONDS = 3.0  # bounded: the listener holds up the group's heartbeat
+STOP_SECONDS = 3.0
+
+
+class ShardConnection(Protocol):
+    """What the runner needs of a connection (``bybit.connection.Connection``)."""
+
+    name: str
+    last_error: str | None
+
+    @property
+    def is_up(self) -> bool: ...
+
+    @property
+    def all_subscribed(self) -> bool: ...
+
+    def start(self) -> Any: ...
+
+    def stop(self, timeout: float = ...) -> None: ...
+
+    def is_alive(self) -> bool: ...
+
+
+# (shard, its subscriptions) -> its connections, built but not started.
+BuildConnections = Callable[[int, list[Any]], Sequence[ShardConnection]]
+# Called with a new shard's subscriptions before its connections start.
+OnShardsAssigned = Callable[[list[Any]], None]
+
+
+@dataclass
+class _Running:
+    subscriptions: list[Any]
+    assigned_at: float
+    connections: list[ShardConnection] = field(default_factory=list)
+    handed_over: bool = False
+
+
+class ShardRunner:
+    """Runs the connections of the shards this replica owns.
+
+    ``owned`` is what the group says; ``apply()`` brings the running shards
+    to it (``shards.diff``). Thread-safe: the listener (revoke) and the
+    coordinator thread (start) both call in.
+    """
+
+    def __init__(self, plan: Mapping[int, list[Any]], build: BuildConnections,
+                 flush: Callable[[float], int], on_shards_assigned: OnShardsAssigned,
+                 all_keys: Sequence[tuple[str, str, str]]) -> None:
+        self._plan = plan
+        self._build = build
+        self._flush = flush
+        self._on_assigned = on_shards_assigned
+        self._lock = threading.RLock()
+        self._owned: set[int] = set()
+        self._running: dict[int, _Running] = {}
+        self._topics = sorted({(k[0], k[1]) for k in all_keys})
+        metrics.last_message_age.unregister(all_keys)  # registered again as shards come
+        self._refresh_metrics()
+
+    @property
+    def owned(self) -> frozenset[int]:
+        with self._lock:
+            return frozenset(self._owned)
+
+    def assign(self, added: set[int]) -> None:
+        """The group gave us ``added``; ``apply()`` starts them."""
+        with self._lock:
+            self._owned |= added
+
+    def revoke(self, revoked: set[int]) -> None:
+        """The group takes ``revoked`` away: stop them now, then flush Kafka so the
+        next owner finds every record of ours there when it seeds."""
+        with self._lock:
+            self._owned -= revoked
+            stopped = self._stop_shards(revoked & set(self._running))
+        if stopped:
+            left = self._flush(FLUSH_ON_REVOKE_SECONDS)
+            log.info("handed over shards %s (%d records still unacknowledged)",
+                     sorted(stopped), left)
+
+    def apply(self) -> None:
+        """Start what we own and do not run, stop what we run and do not own."""
+        with self._lock:
+            change = shards.diff(self._running, self._owned)
+            if not change:
+                return
+            self._stop_shards(set(change.stop))
+            now = time.monotonic()
+            new = sorted(change.start)
+            for shard in new:
+                self._running[shard] = _Running(list(self._plan.get(shard, ())), now)
+        subs = shards.subscriptions_of(self._plan, new)
+        # Outside the lock: seeding reads Kafka, and a revoke must not wait for it.
+        if subs:
+            try:
+                self._on_assigned(subs)
+            except Exception:  # a failed seed costs duplicates, never the shard
+                log.exception("on_shards_assigned failed for shards %s", new)
+        with self._lock:
+            started = []
+            for shard in new:
+                run = self._running.get(shard)
+                if run is None or shard not in self._owned or run.connections:
+                    continue  # revoked meanwhile
+                run.connections = list(self._build(shard, run.subscriptions))
+                for conn in run.connections:
+                    conn.start()
+                started.append(shard)
+            self._refresh_metrics()
+        if started:
+            log.info("streaming shards %s (%d subscriptions); now own %s", started,
+                     len(shards.keys_of(subs)), sorted(self.owned))
+
+    def stop_all(self) -> None:
+        """Stop every shard and flush, before leaving the group."""
+        with self._lock:
+            self._owned.clear()
+            stopped = self._stop_shards(set(self._running))
+        if stopped:
+            self._flush(FLUSH_ON_REVOKE_SECONDS)
+
+    def _stop_shards(self, victims: set[int]) -> set[int]:
+        """Stop the connections of ``victims`` in parallel (caller holds the lock)."""
+        conns = [c for s in victims for c in self._running[s].connections]
+        threads = [threading.Thread(target=c.stop, args=(STOP_SECONDS,), name=f"stop-{c.name}")
+                   for c in conns]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(STOP_SECONDS + 1)
+        for shard in victims:
+            run = self._running.pop(shard)
+            metrics.last_message_age.unregister(shards.keys_of(run.subscriptions))
+        for conn in conns:
+            _forget_connection_metrics(conn)
+        self._refresh_metrics()
+        return victims
+
+    def _refresh_metrics(self) -> None:
+        with self._lock:
+            subs = shards.subscriptions_of(self._plan, self._running)
+            metrics.shards_owned.set(len(self._running))
+        keys = shards.keys_of(subs)
+        metrics.last_message_age.register(keys)
+        counts: dict[tuple[str, str], int] = {}
+        for stream, topic_id, _ in keys:
+            counts[(stream, topic_id)] = counts.get((stream, topic_id), 0) + 1
+        for stream, topic_id in self._topics:
+            metrics.subscriptions_configured.labels(stream, topic_id).set(
+                counts.get((stream, topic_id), 0))
+
+    def observe_handovers(self) -> None:
+        """A shard is handed over at its first data frame (private: authenticated)."""
+        now = time.monotonic()
+        with self._lock:
+            for run in self._running.values():
+                if run.handed_over or not run.connections:
+                    continue  # not started yet, or an empty shard
+                since = now - run.assigned_at
+                keys = [k for k in shards.keys_of(run.subscriptions)
+                        if k[0] not in shards.PRIVATE_STREAMS]
+                if keys:
+                    ages = (metrics.last_message_age.age(*k) for k in keys)
+                    done = any(a is not None and a < since for a in ages)
+                else:
+                    done = all(c.is_up and c.all_subscribed for c in run.connections)
+                if done:
+                    run.handed_over = True
+                    metrics.shard_handover_seconds.observe(since)
+
+    def connections(self) -> list[ShardConnection]:
+        with self._lock:
+            return [c for run in self._running.values() for c in run.connections]
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            out = {}
+            for shard in sorted(self._owned | set(self._running)):
+                run = self._running.get(shard)
+                conns = run.connections if run else []
+                streaming = run is not None and (not run.subscriptions or (bool(conns) and all(
+                    c.is_up and c.all_subscribed for c in conns)))
+                out[str(shard)] = {
+                    "subscriptions": len(shards.keys_of(run.subscriptions)) if run else 0,
+                    "streaming": streaming,
+                }
+            return out
+
+
+def _forget_connection_metrics(conn: Any) -> None:
+    """A stopped shard's connection is gone from this replica: drop its gauges so
+    ``connection_up == 0`` does not alert about a connection that moved away."""
+    stream = getattr(getattr(conn, "settings", None), "stream", None)
+    for gauge in (metrics.connection_up, metrics.reconnect_backoff_seconds):
+        try:
+            gauge.remove(stream, conn.name)
+        except KeyError:
+            pass

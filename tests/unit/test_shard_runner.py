@@ -1,0 +1,119 @@
+"""ShardRunner without Kafka: owned shards → running connections, hand-over order,
+metrics and readiness. The group protocol itself is tested against a real broker
+(tests/integration/test_scaleout.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import REGISTRY
+
+from connector import metrics, shards
+from connector.config import SubscriptionConfig
+from connector.shard_runner import ShardRunner
+
+SYMBOLS = [f"S{i:02d}USDT" for i in range(40)]
+N = 4
+
+
+class FakeConnection:
+    """Stands in for a WebSocket connection; records what happened to it."""
+
+    def __init__(self, name: str, events: list[str]) -> None:
+        self.name = name
+        self.last_error: str | None = None
+        self.events = events
+        self.started = self.stopped = False
+
+    @property
+    def is_up(self) -> bool:
+        return self.started and not self.stopped
+
+    @property
+    def all_subscribed(self) -> bool:
+        return self.is_up
+
+    def start(self) -> FakeConnection:
+        self.started = True
+        self.events.append(f"start {self.name}")
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopped = True
+        self.events.append(f"stop {self.name}")
+
+    def is_alive(self) -> bool:
+        return self.is_up
+
+
+def make_runner() -> tuple[ShardRunner, list[str], dict[int, list[FakeConnection]]]:
+    subs = [SubscriptionConfig(stream="v1", topic="trade", symbols=list(SYMBOLS))]
+    plan = shards.plan(subs, N)
+    events: list[str] = []
+    built: dict[int, list[FakeConnection]] = {}
+
+    def build(shard: int, shard_subs: list[Any]) -> list[FakeConnection]:
+        conns = [FakeConnection(f"v1-0.s{shard}", events)]
+        built.setdefault(shard, []).extend(conns)
+        return conns
+
+    def seed(shard_subs: list[Any]) -> None:
+        events.append("seed " + ",".join(sorted(s for x in shard_subs for s in x.symbols)))
+
+    def flush(timeout: float) -> int:
+        events.append("flush")
+        return 0
+
+    runner = ShardRunner(plan, build, flush, seed, shards.keys_of(subs))
+    return runner, events, built
+
+
+def gauge(name: str, **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(name, labels)
+
+
+def test_assign_seeds_then_starts_and_revoke_stops_then_flushes() -> None:
+    runner, events, _built = make_runner()
+    runner.assign({0, 1})
+    runner.apply()
+    assert events[0].startswith("seed ") and events[1:] == ["start v1-0.s0", "start v1-0.s1"]
+    assert gauge("bybit_connector_shards_owned") == 2
+    assert runner.status()["0"]["streaming"] and runner.status()["1"]["streaming"]
+    events.clear()
+    runner.revoke({0})
+    assert events == ["stop v1-0.s0", "flush"]  # flushed before the group moves on
+    assert gauge("bybit_connector_shards_owned") == 1
+    assert [c.name for c in runner.connections()] == ["v1-0.s1"]
+
+
+def test_unmoved_shards_keep_their_connections() -> None:
+    runner, _events, built = make_runner()
+    runner.assign({0, 1, 2})
+    runner.apply()
+    kept = built[1][0]
+    runner.revoke({0})
+    runner.assign({3})
+    runner.apply()
+    assert kept.started and not kept.stopped and len(built[1]) == 1
+    # Revoked and re-assigned before the next apply: never restarted.
+    runner.revoke({2})
+    assert built[2][0].stopped  # a real revoke stops at once (no overlap with the next owner)
+    runner.assign({1})
+    runner.apply()
+    assert len(built[1]) == 1
+
+
+def test_metrics_follow_the_owned_shards() -> None:
+    runner, _, _ = make_runner()
+    plan = shards.plan([SubscriptionConfig(stream="v1", topic="trade", symbols=SYMBOLS)], N)
+    runner.assign({2})
+    runner.apply()
+    owned = {s for sub in plan[2] for s in sub.symbols}
+    assert gauge("bybit_connector_subscriptions_configured", stream="v1", topic="trade") == len(
+        owned)
+    ages = {k[2] for k in metrics.last_message_age._last if k[:2] == ("v1", "trade")}
+    assert ages == owned
+    runner.stop_all()
+    assert gauge("bybit_connector_subscriptions_configured", stream="v1", topic="trade") == 0
+    assert not any(k[:2] == ("v1", "trade") for k in metrics.last_message_age._last)
+    assert gauge("bybit_connector_shards_owned") == 0
