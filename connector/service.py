@@ -23,7 +23,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
-from connector import metrics, records
+from connector import metrics, records, runtime
 from connector.bybit import connection as bybit_connection
 from connector.bybit import protocol
 from connector.bybit.v5 import protocol as v5_protocol
@@ -162,6 +162,17 @@ def _init_metrics(config: Config) -> None:
     metrics.last_message_age.register(age_keys)
 
 
+_gc_tuned = False
+
+
+def _tune_gc_once() -> None:
+    """``runtime.tune_gc()`` once per process (tests start several connectors)."""
+    global _gc_tuned
+    if not _gc_tuned:
+        _gc_tuned = True
+        runtime.tune_gc()
+
+
 class Connector:
     """Everything ``run`` starts, as one object tests can drive in-process."""
 
@@ -194,6 +205,7 @@ class Connector:
         self.connections = build_connections(self.config, self.pipeline.handle,
                                              self.pipeline.expect_snapshot)
         self.pipeline.resubscribe = self._resubscribe
+        _tune_gc_once()  # start-up heap complete; nothing streams yet
         for conn in self.connections:
             conn.start()
         log.info("started: %d connections, %d routes", len(self.connections), len(routes))
