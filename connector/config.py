@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import math
 import os
 import re
@@ -195,6 +196,11 @@ class KafkaSecurity:
 class KafkaConfig:
     bootstrap_servers: list[str] = field(default_factory=lambda: ["localhost:9092"], metadata=doc(
         "Brokers to bootstrap from (`host:port`).", example=["kafka-0.kafka:9092"]))
+    client: Literal["kafka-python", "confluent-kafka"] = field(default="kafka-python", metadata=doc(
+        "Kafka client library. `kafka-python` (pure Python, always installed) or "
+        "`confluent-kafka` (librdkafka, several times less CPU per record; install the "
+        "`confluent` extra: `pip install 'bybit-kafka-connector[confluent]'`). "
+        "`producer` takes the chosen library's setting names."))
     topic_template: str = field(default="bybit.spot.{stream}.{topic}", metadata=doc(
         "Default Kafka topic of a subscription. `{stream}` is v5/v5-private (legacy "
         "v1/v2/private); `{topic}` is the Bybit topic with its parameter (`orderbook.50`, "
@@ -202,8 +208,9 @@ class KafkaConfig:
     dead_letter_topic: str = field(default="bybit.spot.dead-letter", metadata=doc(
         "Where undecodable frames and unserializable records go, with the reason in headers."))
     producer: dict[str, Any] = field(default_factory=dict, metadata=doc(
-        "KafkaProducer settings under kafka-python's names (acks, compression_type, "
-        "linger_ms, batch_size, ...). Defaults: acks=all, idempotence on, lz4.",
+        "Producer settings under the chosen client's names: kafka-python's (acks, "
+        "compression_type, linger_ms, batch_size, ...) or librdkafka's (acks, "
+        "compression.type, linger.ms, ...). Defaults: acks=all, idempotence on, lz4.",
         example={"linger_ms": 20, "compression_type": "gzip"}))
     security: KafkaSecurity = field(default_factory=KafkaSecurity, metadata=doc(
         "SASL/SSL settings under kafka-python's names."))
@@ -623,11 +630,18 @@ def _check_kafka(kafka: KafkaConfig) -> None:
         if not 1 <= int(port) <= 65535:
             raise ConfigError(f"kafka.bootstrap_servers[{i}]",
                               f"{server!r} has port {int(port)}, not between 1 and 65535")
+    from connector.producers import allowed_settings, unknown_settings
+
+    if kafka.client == "confluent-kafka" and importlib.util.find_spec("confluent_kafka") is None:
+        raise ConfigError("kafka.client", "confluent-kafka is not installed",
+                          "pip install 'bybit-kafka-connector[confluent]' or use kafka-python")
+    allowed = sorted(allowed_settings(kafka.client))
+    for key in unknown_settings(kafka.client, kafka.producer):
+        close = difflib.get_close_matches(key, allowed, n=1)
+        raise ConfigError(f"kafka.producer.{key}",
+                          f"is not a {kafka.client} producer setting",
+                          f"did you mean '{close[0]}'?" if close else None)
     for key, value in kafka.producer.items():
-        if key not in PRODUCER_KEYS:
-            close = difflib.get_close_matches(key, sorted(PRODUCER_KEYS), n=1)
-            raise ConfigError(f"kafka.producer.{key}", "is not a kafka-python producer setting",
-                              f"did you mean '{close[0]}'?" if close else None)
         # kafka-python settings are scalars (api_version also a short list of ints).
         if isinstance(value, list) and key == "api_version" and len(value) <= 4 and all(
                 isinstance(v, int) and not isinstance(v, bool) for v in value):

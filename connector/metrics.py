@@ -20,6 +20,7 @@ from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from connector import __version__
+from connector.fastmetrics import FastCounter, FastHistogram
 
 PREFIX = "bybit_connector"
 
@@ -119,17 +120,20 @@ subscription_ack_seconds = Histogram(
 )
 
 # --- data ------------------------------------------------------------------
-frames_received_total = Counter(
+# Per-frame and per-record series are fastmetrics families (no lock per update):
+# each is updated only by the thread that looked its child up (a connection's own
+# thread; the Kafka client's delivery thread). Same exposition as prometheus-client's.
+frames_received_total = FastCounter(
     f"{PREFIX}_frames_received_total", "Data frames received from Bybit.", ["stream", "topic"],
 )
-received_bytes_total = Counter(
+received_bytes_total = FastCounter(
     f"{PREFIX}_received_bytes_total", "Bytes of data frames received (after decompression).",
     ["stream", "topic"],
 )
-records_produced_total = Counter(
+records_produced_total = FastCounter(
     f"{PREFIX}_records_produced_total", "Records acknowledged by Kafka.", ["kafka_topic"],
 )
-produced_bytes_total = Counter(
+produced_bytes_total = FastCounter(
     f"{PREFIX}_produced_bytes_total", "Serialized value bytes acknowledged by Kafka.",
     ["kafka_topic"],
 )
@@ -145,7 +149,7 @@ send_lag_seconds = Histogram(
     "Bybit's sendTime to local receive time (v1 frames only; includes clock offset).",
     ["stream", "topic"], buckets=LATENCY_BUCKETS,
 )
-delivery_latency_seconds = Histogram(
+delivery_latency_seconds = FastHistogram(
     f"{PREFIX}_delivery_latency_seconds",
     "Local receive of the frame to Kafka's acknowledgement of the record.",
     ["kafka_topic"], buckets=LATENCY_BUCKETS,

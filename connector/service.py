@@ -23,7 +23,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
-from connector import coordination, metrics, records
+from connector import coordination, metrics, records, runtime
 from connector.bybit import connection as bybit_connection
 from connector.bybit import protocol
 from connector.bybit.v5 import protocol as v5_protocol
@@ -163,6 +163,17 @@ def _init_metrics(config: Config) -> None:
     metrics.last_message_age.register(age_keys)
 
 
+_gc_tuned = False
+
+
+def _tune_gc_once() -> None:
+    """``runtime.tune_gc()`` once per process (tests start several connectors)."""
+    global _gc_tuned
+    if not _gc_tuned:
+        _gc_tuned = True
+        runtime.tune_gc()
+
+
 class Connector:
     """Everything ``run`` starts, as one object tests can drive in-process."""
 
@@ -198,6 +209,7 @@ class Connector:
         # consumer group decides which shards this replica streams; the coordinator
         # builds, starts and stops their connections.
         if self.config.coordination is not None:
+            _tune_gc_once()  # start-up heap complete; shards stream once assigned
             self.coordinator = coordination.start(
                 self.config, routes, self.sink,
                 lambda cfg, suffix: build_connections(cfg, self.pipeline.handle,
@@ -208,6 +220,7 @@ class Connector:
         # -- end scale-out
         self.connections = build_connections(self.config, self.pipeline.handle,
                                              self.pipeline.expect_snapshot)
+        _tune_gc_once()  # start-up heap complete; nothing streams yet
         for conn in self.connections:
             conn.start()
         log.info("started: %d connections, %d routes", len(self.connections), len(routes))

@@ -26,8 +26,15 @@ leaves it READY without a producer id, and the sender never asks for a new
 one); what the old producer still held is re-sent by the new one, what was
 acknowledged is not (``bybit_connector_producer_restarts_total``).
 
+Clients: the sink talks to Kafka only through ``connector.producers``'
+``Producer`` interface, so the bound, accounting, dead letters, metrics,
+watchdog and replacement are one code path for both ``kafka.client``
+backends (kafka-python, confluent-kafka/librdkafka). A backend's
+``fatal_error`` (librdkafka's fatal idempotence errors, kafka-python's lost
+producer id) and a stall both lead to a replacement.
+
 Thread-safety: ``send`` and ``dead_letter`` may be called from several
-threads. Delivery callbacks run on kafka-python's I/O thread; they only
+threads. Delivery callbacks run on the backend's delivery thread; they only
 count and queue failures for the watchdog.
 """
 
@@ -40,9 +47,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from kafka import KafkaProducer
-from kafka.errors import KafkaError
-
 from connector import metrics
 from connector.config import KafkaConfig
 from connector.errors import ConnectorError
@@ -54,10 +58,12 @@ from connector.kafka_client import (  # noqa: F401 (re-exported: the sink's publ
     producer_settings,
     tcp_probe,
 )
+from connector.producers import ProduceError, Producer, QueueFull, create_producer
 
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]  # a list: kafka-python takes no other sequence
+ProducerFactory = Callable[[KafkaConfig], Producer]
 
 DETAIL_MAX = 512
 STALL_SECONDS = 15.0  # no acknowledgement for this long, with work and a broker: replace
@@ -66,10 +72,10 @@ FLUSH_GIVE_UP_SECONDS = 1.0  # flush stops early once no broker even accepts TCP
 
 
 class _Delivery:
-    """One record in flight; its future calls back one of the two methods.
+    """One record in flight; the backend calls back exactly one of the two methods.
 
-    Bound methods of one small object instead of two ``functools.partial``
-    (kafka-python builds one per callback with arguments): cheaper per record.
+    Bound methods of one small object instead of two ``functools.partial``:
+    cheaper per record.
     The record keeps its slot of the pending bound until it is acknowledged,
     dead-lettered or counted as dropped.
     """
@@ -85,18 +91,22 @@ class _Delivery:
         self.dead_letter, self.generation = dead_letter, generation
         self.error = ""
 
-    def acknowledged(self, _metadata: Any) -> None:
+    def acknowledged(self, _partition: int, _offset: int) -> None:
         self.sink._on_ack(self.topic, len(self.value), self.received_mono_ns)
 
-    def failed(self, exc: BaseException) -> None:
+    def failed(self, exc: ProduceError) -> None:
         self.sink._on_error(self, exc)
+
+
+def _default_factory(config: KafkaConfig) -> Producer:
+    return create_producer(config.client, config)
 
 
 class KafkaSink:
     """Owns the Kafka producer of the process (a context manager)."""
 
     def __init__(self, config: KafkaConfig,
-                 producer_factory: Callable[..., Any] = KafkaProducer,
+                 producer_factory: ProducerFactory = _default_factory,
                  stall_seconds: float = STALL_SECONDS, warm_topics: Sequence[str] = ()) -> None:
         self._config = config
         self._factory = producer_factory
@@ -112,7 +122,10 @@ class KafkaSink:
         self._full_since: float | None = None
         self._failed: collections.deque[_Delivery] = collections.deque()  # to dead-letter
         self._resend: collections.deque[_Delivery] = collections.deque()  # from a replaced producer
-        self._children: dict[str, tuple[Any, Any, Any]] = {}
+        # (topic, thread id) -> metric children: fastmetrics children belong to one thread,
+        # and a replaced producer delivers on a new one.
+        self._children: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
+        self._topics: set[str] = set(warm_topics)
         self._summary: collections.Counter[tuple[str, str]] = collections.Counter()
         self._summary_error: dict[tuple[str, str], str] = {}
         self._summary_at = time.monotonic()
@@ -136,29 +149,17 @@ class KafkaSink:
         self._watchdog = threading.Thread(target=self._watch, name="kafka-watchdog", daemon=True)
         self._watchdog.start()
 
-    def _new_producer(self) -> Any:
-        try:
-            return self._factory(**producer_settings(self._config))
-        except KafkaError as exc:
-            from connector.errors import DeliveryError
-
-            raise DeliveryError(f"cannot start the Kafka producer: {exc}") from exc
+    def _new_producer(self) -> Producer:
+        """A new backend (``DeliveryError`` if it cannot start)."""
+        return self._factory(self._config)
 
     def _warm(self, topic: str) -> None:
-        """Fetch ``topic``'s metadata now, so no later send waits for it (a send
-        to a topic of unknown metadata blocks up to ``max_block_ms``)."""
-        try:
-            self._producer.partitions_for(topic)
-        except (KafkaError, AttributeError) as exc:
-            log.warning("no metadata for Kafka topic %s yet (%s)", topic, exc)
+        """Fetch ``topic``'s metadata now, so no later send waits for it."""
+        self._producer.warm(topic)
 
     def _retry_rate(self) -> float:
         """The client's own retry rate, read at scrape time (it keeps no total)."""
-        try:
-            value = self._producer.metrics().get("producer-metrics", {}).get("record-retry-rate")
-        except (KafkaError, AttributeError, RuntimeError):
-            return 0.0
-        return float(value) if isinstance(value, int | float) else 0.0
+        return self._producer.retries_per_second()
 
     # -- sending --------------------------------------------------------------
 
@@ -206,13 +207,18 @@ class KafkaSink:
         d = delivery
         producer, d.generation = self._producer, self._generation
         try:
-            future = producer.send(d.topic, value=d.value, key=d.key, headers=d.headers)
-        except (KafkaError, ValueError, TypeError, AssertionError) as exc:
-            # Raised before queuing: metadata timeout, record too large, closed producer.
+            producer.send(d.topic, d.key, d.value, d.headers, d.acknowledged, d.failed)
+        except QueueFull:
+            # The client's own queue is full (it holds a little more than our bound, so
+            # only records a replaced producer handed back can meet it): count, never wait.
+            self._release()
+            metrics.dropped_records_total.labels(
+                "dead_letter_failed" if d.dead_letter else "buffer_full").inc()
+            return False
+        except ProduceError as exc:
+            # Refused before queuing: metadata timeout, record too large, closed producer.
             self._on_error(d, exc)
             return not d.dead_letter
-        future.add_callback(d.acknowledged)
-        future.add_errback(d.failed)
         return True
 
     def _reserve(self) -> bool:
@@ -253,26 +259,29 @@ class KafkaSink:
         self._release()
         now = time.monotonic_ns()
         self.last_ack_monotonic = now / 1e9
-        children = self._children.get(topic)
+        key = (topic, threading.get_ident())
+        children = self._children.get(key)
         if children is None:
             children = (metrics.records_produced_total.labels(topic),
                         metrics.produced_bytes_total.labels(topic),
                         metrics.delivery_latency_seconds.labels(topic))
-            self._children[topic] = children
+            self._children[key] = children
+            self._topics.add(topic)
         children[0].inc()
         children[1].inc(size)
         children[2].observe((now - received_mono_ns) / 1e9)
 
-    def _on_error(self, d: _Delivery, exc: BaseException) -> None:
+    def _on_error(self, d: _Delivery, exc: ProduceError) -> None:
         if self._closed:
             return  # close() counts whatever is still pending
         if d.generation != self._generation:
             self._resend.append(d)  # handed back by a replaced producer: send again
             self._wake.set()
             return
-        reason = error_reason(exc)
-        metrics.kafka_send_errors_total.labels(d.topic, reason).inc()
-        text, name = str(exc), type(exc).__name__
+        if exc.fatal:
+            self._wake.set()  # the watchdog replaces the producer
+        metrics.kafka_send_errors_total.labels(d.topic, exc.reason).inc()
+        text, name = str(exc), exc.code or type(exc).__name__
         d.error = text if text.startswith(name) else f"{name}: {text}"
         self.last_error_monotonic = time.monotonic()
         self.last_error = d.error[:DETAIL_MAX]
@@ -318,27 +327,11 @@ class KafkaSink:
 
     def broker_connected(self) -> bool:
         """Whether the producer's client holds a live connection to any broker."""
-        try:
-            conns = self._producer._sender._client._manager._conns
-            return any(bool(c.connected) for c in list(conns.values()))
-        except AttributeError:
-            try:
-                return bool(self._producer.bootstrap_connected())
-            except (KafkaError, AttributeError):
-                return False
+        return self._producer.bootstrap_connected()
 
     def _known_wedge(self) -> bool:
-        """kafka-python 3.0's dead end: idempotent, READY, and no producer id."""
-        tm = getattr(self._producer, "_transaction_manager", None)
-        if tm is None:
-            return False
-        try:
-            from kafka.producer.transaction_manager import TransactionState
-
-            return bool(not tm.is_transactional() and not tm.has_producer_id()
-                        and tm._current_state == TransactionState.READY)
-        except (AttributeError, ImportError):
-            return False
+        """The backend says it is unusable (see ``Producer.fatal_error``)."""
+        return self._producer.fatal_error is not None
 
     def _stalled_for(self, now: float) -> float:
         """Seconds the producer has had work and a broker but acknowledged nothing."""
@@ -357,7 +350,7 @@ class KafkaSink:
         self._wedge_ticks = self._wedge_ticks + 1 if self._known_wedge() else 0
         stalled = self._stalled_for(now)
         if self._wedge_ticks >= 3:
-            self._replace("it lost its producer id and will not ask for a new one")
+            self._replace(self._producer.fatal_error or "it reported a fatal error")
         elif stalled >= self._stall_seconds:
             self._replace(f"nothing acknowledged for {stalled:.0f} s with a broker connected")
 
@@ -379,18 +372,11 @@ class KafkaSink:
         metrics.producer_restarts_total.inc()
         log.error("Kafka producer stalled (%s); replaced it (restart %d), re-sending %d "
                   "unacknowledged records", why, self.restarts, self._pending)
-        for topic in [*self._children, self._dead_letter_topic]:
+        for topic in sorted({*self._topics, self._dead_letter_topic}):
             self._warm(topic)
-        # Force-close: its sender aborts every incomplete batch, whose errbacks
-        # (old generation) queue the records for re-sending. close(0) alone
-        # would raise in its flush before getting there.
-        sender = getattr(old, "_sender", None)
-        if sender is not None:
-            sender.force_close()
-        try:
-            old.close(timeout=0)
-        except KafkaError:
-            pass  # its flush(0) times out by design; the sender is already closing
+        # close(0) fails every record the old one still holds (code "closed"); their
+        # callbacks (old generation) queue them for re-sending by the new one.
+        old.close(0)
 
     def _log_summary(self, now: float) -> None:
         if not self._summary or now - self._summary_at < SUMMARY_SECONDS:
@@ -437,10 +423,8 @@ class KafkaSink:
         deadline = time.monotonic() + timeout
         down_since: float | None = None
         while True:
-            try:
-                self._producer.flush(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
-            except KafkaError:
-                pass  # not everything acknowledged yet: wait below, bounded by the deadline
+            # Not everything acknowledged within the slice: wait below, bounded by the deadline.
+            self._producer.flush(max(0.0, min(1.0, deadline - time.monotonic())))
             now = time.monotonic()
             if self._pending and not self.broker_connected():
                 down_since = now if down_since is None else down_since
@@ -479,10 +463,7 @@ class KafkaSink:
         self._wake.set()
         self._watchdog.join(timeout=5)
         self._closed = True
-        try:
-            self._producer.close(timeout=1.0 if left else timeout)
-        except KafkaError as exc:
-            log.warning("closing the producer: %s", exc)
+        self._producer.close(1.0 if left else timeout)
         lost = self._pending
         if lost:
             log.error("%d records were not acknowledged within %.1f s; counted as dropped",

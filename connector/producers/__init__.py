@@ -92,6 +92,10 @@ class Producer(Protocol):
         """The client's recent retry rate, for ``kafka_record_retries_per_second``."""
         ...
 
+    def warm(self, topic: str) -> None:
+        """Fetch ``topic``'s metadata ahead of the first record, if that saves a wait."""
+        ...
+
     @property
     def fatal_error(self) -> str | None:
         """Why the producer is unusable (replace it), or None."""

@@ -170,6 +170,10 @@ class ConfluentProducer:
     def fatal_error(self) -> str | None:
         return self._fatal
 
+    def warm(self, topic: str) -> None:
+        """Nothing to do: librdkafka never blocks ``produce`` on metadata (it
+        fetches it in the background and queues the record meanwhile)."""
+
     def bootstrap_connected(self) -> bool:
         if self._closed or self._fatal is not None:
             return False

@@ -19,6 +19,11 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 
 from connector.errors import DeliveryError
+from connector.kafka_client import (  # noqa: F401 (re-exported)
+    PRODUCER_DEFAULTS,
+    KeyHashPartitioner,
+    producer_settings,
+)
 from connector.producers import (
     QUEUE_HEADROOM,
     AckCallback,
@@ -29,48 +34,8 @@ from connector.producers import (
     QueueFull,
     reason_of,
 )
-from connector.sink import KeyHashPartitioner
 
 log = logging.getLogger(__name__)
-
-# Safe defaults; anything under `kafka.producer` overrides them.
-PRODUCER_DEFAULTS: dict[str, Any] = {
-    "acks": "all",
-    "enable_idempotence": True,
-    "compression_type": "lz4",
-    "linger_ms": 10,
-    "batch_size": 256 * 1024,
-    "max_block_ms": 10_000,
-    "delivery_timeout_ms": 120_000,
-    "retry_backoff_ms": 200,
-    "reconnect_backoff_max_ms": 5_000,
-    "client_id": "bybit-kafka-connector",
-}
-
-
-def producer_settings(config: Any) -> dict[str, Any]:
-    """kafka-python KafkaProducer kwargs from a ``KafkaConfig`` (secrets resolved)."""
-    settings = dict(PRODUCER_DEFAULTS)
-    settings["partitioner"] = KeyHashPartitioner()
-    settings.update(config.producer)
-    settings["bootstrap_servers"] = list(config.bootstrap_servers)
-    sec = config.security
-    settings["security_protocol"] = sec.security_protocol
-    if sec.sasl_mechanism:
-        settings["sasl_mechanism"] = sec.sasl_mechanism
-    if sec.sasl_plain_username:
-        settings["sasl_plain_username"] = sec.sasl_plain_username
-    if sec.sasl_plain_password is not None:
-        settings["sasl_plain_password"] = sec.sasl_plain_password.get()
-    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-        if getattr(sec, name):
-            settings[name] = getattr(sec, name)
-    if sec.ssl_password is not None:
-        settings["ssl_password"] = sec.ssl_password.get()
-    if sec.security_protocol in ("SSL", "SASL_SSL"):
-        settings["ssl_check_hostname"] = sec.ssl_check_hostname
-    return settings
-
 
 def _error(exc: BaseException, closed: bool = False) -> ProduceError:
     name = type(exc).__name__
@@ -197,9 +162,31 @@ class KafkaPythonProducer:
             return 0.0
         return float(value) if isinstance(value, int | float) else 0.0
 
+    def warm(self, topic: str) -> None:
+        """Fetch ``topic``'s metadata now: a send to a topic of unknown metadata
+        blocks up to ``max_block_ms``."""
+        try:
+            self._producer.partitions_for(topic)
+        except (KafkaError, AttributeError) as exc:
+            log.warning("no metadata for Kafka topic %s yet (%s)", topic, exc)
+
     @property
     def fatal_error(self) -> str | None:
-        return None
+        """kafka-python 3.0's dead end: idempotent, READY, and no producer id
+        (after a retried batch expires, ``reset_producer_id`` leaves it so and
+        the sender never asks for a new one). Also seen for a moment while a
+        producer id is being fetched: callers confirm it over a few checks."""
+        tm = getattr(self._producer, "_transaction_manager", None)
+        if tm is None or self._closed:
+            return None
+        try:
+            from kafka.producer.transaction_manager import TransactionState
+
+            wedged = bool(not tm.is_transactional() and not tm.has_producer_id()
+                          and tm._current_state == TransactionState.READY)
+        except (AttributeError, ImportError):
+            return None
+        return "it lost its producer id and will not ask for a new one" if wedged else None
 
     def __len__(self) -> int:
         return self._queued

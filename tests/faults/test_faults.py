@@ -27,6 +27,13 @@ from connector.exchange import ExchangeServer
 pytestmark = pytest.mark.integration
 
 
+KP, CK = "kafka-python", "confluent-kafka"  # kafka.client backends
+
+
+def client_config(client: str) -> str:
+    return f"  client: {client}\n"
+
+
 @pytest.fixture
 def exchange() -> Iterator[ExchangeServer]:
     with ExchangeServer(port=0, rate=5, record_frames=2_000_000, idle_timeout=None) as server:
@@ -71,7 +78,7 @@ def test_connector_kill9_and_restart(fault_broker: KafkaBroker, exchange: Exchan
     recovery = time.monotonic() - started
     time.sleep(5)
     finish(conn, exchange)
-    check(conn.outcome("connector kill -9 + restart", exchange,
+    check(conn.outcome(f"connector kill -9 + restart [{KP}]", exchange,
                        fault_broker.bootstrap_servers, recovery), record_outcome, ours=True)
 
 
@@ -87,7 +94,7 @@ def test_sigterm_mid_stream_and_restart(fault_broker: KafkaBroker, exchange: Exc
     recovery = time.monotonic() - started
     time.sleep(3)
     finish(conn, exchange)
-    check(conn.outcome("SIGTERM mid-stream + restart", exchange,
+    check(conn.outcome(f"SIGTERM mid-stream + restart [{KP}]", exchange,
                        fault_broker.bootstrap_servers, recovery), record_outcome, ours=True)
 
 
@@ -107,32 +114,36 @@ def test_ten_exchange_drops_in_a_row(fault_broker: KafkaBroker, exchange: Exchan
         time.sleep(0.3)
     time.sleep(2)
     finish(conn, exchange)
-    check(conn.outcome("exchange drops x10", exchange, fault_broker.bootstrap_servers, worst),
-          record_outcome, ours=True)
+    check(conn.outcome(f"exchange drops x10 [{KP}]", exchange, fault_broker.bootstrap_servers,
+                       worst), record_outcome, ours=True)
 
 
+@pytest.mark.parametrize("client", [KP, CK])
 def test_buffer_full_backpressure_is_counted(fault_broker: KafkaBroker, tmp_path: Path,
-                                            record_outcome: list[Outcome]) -> None:
+                                            record_outcome: list[Outcome], client: str) -> None:
     with ExchangeServer(port=0, rate=20, record_frames=2_000_000, idle_timeout=None,
                         trades_per_frame=20) as exchange:
-        conn = ConnectorProcess(exchange, fault_broker.bootstrap_servers, "f.full", tmp_path,
-                                kafka_extra="  max_pending_records: 5\n"
-                                            "  block_timeout_seconds: 0.001\n")
+        conn = ConnectorProcess(exchange, fault_broker.bootstrap_servers, f"f.full.{client}",
+                                tmp_path, kafka_extra="  max_pending_records: 5\n"
+                                                      "  block_timeout_seconds: 0.001\n"
+                                                      + client_config(client))
         conn.start()
         time.sleep(5)
         finish(conn, exchange)
-        outcome = conn.outcome("buffer full (max_pending_records 5)", exchange,
+        outcome = conn.outcome(f"buffer full (max_pending_records 5) [{client}]", exchange,
                                fault_broker.bootstrap_servers)
         check(outcome, record_outcome, ours=False)
         assert outcome.counted > 0, "the tiny buffer never filled: the test proves nothing"
 
 
 @pytest.mark.timeout(1200)
-@pytest.mark.parametrize("down", [30, 120, 300])
+@pytest.mark.parametrize(("down", "client"), [(30, KP), (120, KP), (300, KP), (30, CK), (120, CK)],
+                         ids=lambda v: f"{v}s" if isinstance(v, int) else str(v))
 def test_broker_kill9_outage(fault_broker: KafkaBroker, exchange: ExchangeServer,
-                             tmp_path: Path, record_outcome: list[Outcome], down: int) -> None:
-    conn = ConnectorProcess(exchange, fault_broker.bootstrap_servers, f"f.outage{down}",
-                            tmp_path)
+                             tmp_path: Path, record_outcome: list[Outcome], down: int,
+                             client: str) -> None:
+    conn = ConnectorProcess(exchange, fault_broker.bootstrap_servers, f"f.outage{down}.{client}",
+                            tmp_path, kafka_extra=client_config(client))
     conn.start()
     time.sleep(5)
     recovery = broker_outage(fault_broker, conn, down)
@@ -142,7 +153,7 @@ def test_broker_kill9_outage(fault_broker: KafkaBroker, exchange: ExchangeServer
     after = sent_trade_ids(exchange) - before
     wait_for(lambda: conn.ready()[0] == 200, 60, "not ready again after the outage")
     finish(conn, exchange)
-    outcome = conn.outcome(f"broker kill -9 for {down} s", exchange,
+    outcome = conn.outcome(f"broker kill -9 for {down} s [{client}]", exchange,
                            fault_broker.bootstrap_servers, recovery)
     check(outcome, record_outcome, ours=False)
     landed = conn.landed_ids

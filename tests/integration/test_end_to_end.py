@@ -53,7 +53,11 @@ ALL_TOPICS = """
 
 
 def make_config(exchange: ExchangeServer, bootstrap: str, subscriptions: str, prefix: str,
-                extra: str = "") -> Config:
+                extra: str = "", client: str = "kafka-python") -> Config:
+    """``client`` other than the default also gets its own topics (``<prefix>.<client>``):
+    tests of both clients share one broker."""
+    if client != "kafka-python":
+        prefix = f"{prefix}.{client}"
     text = f"""
 bybit:
   urls:
@@ -64,6 +68,7 @@ bybit:
   ping_interval_seconds: 1
 kafka:
   bootstrap_servers: ["{bootstrap}"]
+  client: {client}
   topic_template: "{prefix}.{{stream}}.{{topic}}"
   dead_letter_topic: {prefix}.dead-letter
 {extra}
@@ -145,6 +150,16 @@ def unique_trades(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+@pytest.fixture(params=["kafka-python", "confluent-kafka"])
+def kafka_client(request: pytest.FixtureRequest) -> str:
+    """The Kafka client backend (``kafka.client``) of the tests that take it."""
+    return str(request.param)
+
+
+def topic_of(config: Config, stream: str, topic: str) -> str:
+    return config.kafka.topic_template.format(stream=stream, topic=topic)
+
+
 @pytest.fixture
 def exchange() -> Iterator[ExchangeServer]:
     with ExchangeServer(port=0, rate=25, record_frames=1_000_000,
@@ -168,9 +183,10 @@ def run_and_collect(exchange: ExchangeServer, config: Config, bootstrap: str,
     return read_all(bootstrap, topics, timeout=30), connector
 
 
-def test_every_topic_lands_exactly_as_sent(kafka_broker: KafkaBroker,
-                                           exchange: ExchangeServer) -> None:
-    config = make_config(exchange, kafka_broker.bootstrap_servers, ALL_TOPICS, "e2e.all")
+def test_every_topic_lands_exactly_as_sent(kafka_broker: KafkaBroker, exchange: ExchangeServer,
+                                           kafka_client: str) -> None:
+    config = make_config(exchange, kafka_broker.bootstrap_servers, ALL_TOPICS, "e2e.all",
+                         client=kafka_client)
     messages, connector = run_and_collect(exchange, config, kafka_broker.bootstrap_servers, 3)
     assert connector.sink is not None
     decoder = AvroDecoder()
@@ -234,9 +250,11 @@ def test_reconnect_writes_no_duplicate_trades(kafka_broker: KafkaBroker,
 
 
 def test_undecodable_frames_go_to_the_dead_letter_topic(kafka_broker: KafkaBroker,
-                                                        exchange: ExchangeServer) -> None:
+                                                        exchange: ExchangeServer,
+                                                        kafka_client: str) -> None:
     subs = "  - {stream: v2, topic: bookTicker, symbols: [BTCUSDT]}\n"
-    config = make_config(exchange, kafka_broker.bootstrap_servers, subs, "e2e.dlq")
+    config = make_config(exchange, kafka_broker.bootstrap_servers, subs, "e2e.dlq",
+                         client=kafka_client)
 
     def garbage(connector: Connector) -> None:
         exchange.send_garbage("text", "v2")
@@ -246,21 +264,22 @@ def test_undecodable_frames_go_to_the_dead_letter_topic(kafka_broker: KafkaBroke
 
     messages, _ = run_and_collect(exchange, config, kafka_broker.bootstrap_servers, 1,
                                   during=garbage)
-    dead = messages["e2e.dlq.dead-letter"]
+    dead = messages[config.kafka.dead_letter_topic]
     assert [m.value for m in dead] == [b"{not json", b'{"hello":"world","n":[1,2]}']
     assert dead[0].headers["dlq.reason"] == b"undecodable_frame"
     assert dead[0].headers["dlq.undecodable_reason"] == b"invalid_json"
     assert dead[1].headers["dlq.undecodable_reason"] == b"unknown_shape"
     assert dead[0].headers["dlq.source"] == b"stream:v2"
-    assert messages["e2e.dlq.v2.bookTicker"]
+    assert messages[topic_of(config, "v2", "bookTicker")]
 
 
-def test_broker_restart_loses_nothing_within_the_buffer(exchange: ExchangeServer) -> None:
+def test_broker_restart_loses_nothing_within_the_buffer(exchange: ExchangeServer,
+                                                        kafka_client: str) -> None:
     subs = ("  - {stream: v1, topic: trade, symbols: [BTCUSDT]}\n"
             "  - {stream: v2, topic: bookTicker, symbols: [ETHUSDT]}\n")
     with KafkaBroker() as broker:
         config = make_config(exchange, broker.bootstrap_servers, subs, "e2e.restart",
-                             extra="  max_pending_records: 100000\n")
+                             extra="  max_pending_records: 100000\n", client=kafka_client)
         messages, _ = run_and_collect(
             exchange, config, broker.bootstrap_servers, 1,
             during=lambda c: (broker.restart(down_seconds=2), time.sleep(2)))
@@ -272,20 +291,21 @@ def test_broker_restart_loses_nothing_within_the_buffer(exchange: ExchangeServer
         sent = sent_items(exchange)
         decoder = AvroDecoder()
         trades = [decoder.decode("v1_trade", m)["trade_id"]
-                  for m in messages["e2e.restart.v1.trade"]]
+                  for m in messages[topic_of(config, "v1", "trade")]]
         expected = [t["v"] for t in unique_trades(sent[("v1", "trade", "BTCUSDT")])]
         assert sorted(trades) == sorted(expected)
-        assert len(messages["e2e.restart.v2.bookTicker"]) == len(
+        assert len(messages[topic_of(config, "v2", "bookTicker")]) == len(
             sent[("v2", "bookTicker", "ETHUSDT")])
 
 
-def test_sigterm_under_load_flushes_everything(kafka_broker: KafkaBroker,
-                                               tmp_path: Path) -> None:
+def test_sigterm_under_load_flushes_everything(kafka_broker: KafkaBroker, tmp_path: Path,
+                                               kafka_client: str) -> None:
     with ExchangeServer(port=0, rate=200) as exchange:
         subs = ("  - {stream: v1, topic: trade, symbols: [BTCUSDT, ETHUSDT, SOLUSDT]}\n"
                 "  - {stream: v2, topic: bookTicker, symbols: [BTCUSDT, ETHUSDT]}\n"
                 "  - {stream: v1, topic: depth, symbols: [BTCUSDT]}\n")
-        config = make_config(exchange, kafka_broker.bootstrap_servers, subs, "e2e.sigterm")
+        config = make_config(exchange, kafka_broker.bootstrap_servers, subs, "e2e.sigterm",
+                             client=kafka_client)
         path = tmp_path / "config.yaml"
         path.write_text(f"""
 bybit:
@@ -294,8 +314,9 @@ bybit:
     v2: {exchange.url}/spot/quote/ws/v2
 kafka:
   bootstrap_servers: ["{kafka_broker.bootstrap_servers}"]
-  topic_template: "e2e.sigterm.{{stream}}.{{topic}}"
-  dead_letter_topic: e2e.sigterm.dead-letter
+  client: {kafka_client}
+  topic_template: "{config.kafka.topic_template}"
+  dead_letter_topic: {config.kafka.dead_letter_topic}
 metrics: {{port: 0}}
 subscriptions:
 {subs}""")
@@ -316,7 +337,8 @@ subscriptions:
         assert "demo-secret" not in err
 
 
-def test_backpressure_drops_are_counted_exactly(exchange: ExchangeServer) -> None:
+def test_backpressure_drops_are_counted_exactly(exchange: ExchangeServer,
+                                                kafka_client: str) -> None:
     """Broker down: the buffer fills to its bound, then every further record is
     dropped and counted; after recovery Kafka has exactly the accepted ones."""
     from connector.config import KafkaConfig
@@ -324,6 +346,7 @@ def test_backpressure_drops_are_counted_exactly(exchange: ExchangeServer) -> Non
 
     with KafkaBroker() as broker:
         sink = KafkaSink(KafkaConfig(bootstrap_servers=[broker.bootstrap_servers],
+                                     client=kafka_client,  # type: ignore[arg-type]
                                      max_pending_records=50, block_timeout_seconds=0.2,
                                      dead_letter_topic="bp.dead-letter"))
         assert sink.send("bp.data", b"k", b"warm-up", [], time.monotonic_ns())

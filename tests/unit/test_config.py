@@ -280,3 +280,34 @@ def test_cli_usage_and_version() -> None:
     assert run_cli("bogus").returncode == 2
     for args in (["--help"], ["run", "--help"], ["validate", "--help"]):
         assert run_cli(*args).returncode == 0
+
+
+def test_producer_names_are_checked_against_the_chosen_client() -> None:
+    kafka_python = "kafka:\n  producer:\n    linger.ms: 5\n"
+    with pytest.raises(ConfigError) as info:
+        loads(SUB_TRADE + kafka_python, env={})
+    assert str(info.value).startswith(
+        "kafka.producer.linger.ms: is not a kafka-python producer setting")
+    config = loads(SUB_TRADE + "kafka:\n  client: confluent-kafka\n  producer:\n"
+                   "    linger.ms: 5\n", env={})
+    assert config.kafka.client == "confluent-kafka"
+    with pytest.raises(ConfigError) as info:
+        loads(SUB_TRADE + "kafka:\n  client: confluent-kafka\n  producer:\n"
+              "    linger_ms: 5\n", env={})
+    assert str(info.value) == ("kafka.producer.linger_ms: is not a confluent-kafka producer "
+                               "setting (did you mean 'linger.ms'?)")
+    with pytest.raises(ConfigError) as info:
+        loads(SUB_TRADE + "kafka:\n  client: librdkafka\n", env={})
+    assert str(info.value).startswith("kafka.client:")
+
+
+def test_confluent_kafka_not_installed_is_a_config_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "confluent_kafka" else real(name, *a))
+    with pytest.raises(ConfigError) as info:
+        loads(SUB_TRADE + "kafka:\n  client: confluent-kafka\n", env={})
+    assert str(info.value).startswith("kafka.client: confluent-kafka is not installed")
