@@ -745,14 +745,7 @@ def _check_subscription(sub: SubscriptionConfig, path: str, config: Config) -> N
         if sub.binary:
             raise ConfigError(f"{path}.binary", "the private stream has no binary mode")
         return
-    if not sub.symbols:
-        raise ConfigError(f"{path}.symbols", "is empty: list at least one symbol",
-                          "e.g. symbols: [BTCUSDT]")
-    for j, symbol in enumerate(sub.symbols):
-        if not SYMBOL_RE.match(symbol):
-            hint = (f"Bybit symbols are upper case: {symbol.upper()!r}"
-                    if SYMBOL_RE.match(symbol.upper()) else "e.g. BTCUSDT")
-            raise ConfigError(f"{path}.symbols[{j}]", f"{symbol!r} is not a Bybit symbol", hint)
+    _check_symbols(sub, path)
 
 
 def _check_v5_subscription(sub: SubscriptionConfig, path: str) -> None:
@@ -798,6 +791,11 @@ def _check_v5_subscription(sub: SubscriptionConfig, path: str) -> None:
             raise ConfigError(f"{path}.symbols", "private topics take no symbols",
                               "the private stream carries every symbol of the account")
         return
+    _check_symbols(sub, path)
+
+
+def _check_symbols(sub: SubscriptionConfig, path: str) -> None:
+    """A public subscription lists at least one symbol, each in Bybit's spelling."""
     if not sub.symbols:
         raise ConfigError(f"{path}.symbols", "is empty: list at least one symbol",
                           "e.g. symbols: [BTCUSDT]")
