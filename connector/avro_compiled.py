@@ -9,6 +9,14 @@ fields, encodes the strings and joins the parts: no ``BytesIO``, no schema
 walk, no per-call argument checks (fastavro's ``schemaless_writer`` spends
 more than half its time there on a ten-field record).
 
+Records of one frame share their frame's values (the same objects: the
+mappers copy them from one dict), so fields named ``repeated`` keep the
+bytes of the last value written, keyed by that object's identity: the
+second to tenth trade of a frame encode only their own fields. Only
+immutable values are cached (never maps), the cached object is held so its
+identity cannot be reused, and a (value, bytes) pair is one tuple, read
+once, so threads sharing a writer never pair one value with another's bytes.
+
 Contract: ``compile_writer(schema)`` returns ``None`` for a schema with a
 shape it does not compile (the caller keeps fastavro). A compiled writer
 returns the record's bytes, or ``None`` when a value is anything but the
@@ -146,13 +154,18 @@ def _emit(kind: str, var: str, out: list[str], lines: list[str], indent: str) ->
         raise AssertionError(kind)
 
 
-def compile_writer(schema: dict[str, Any],
-                   arrays: dict[str, ArrayEncoder] | None = None) -> Writer | None:
+_UNSEEN = object()  # the initial identity in a repeated-value cache: no record holds it
+
+
+def compile_writer(schema: dict[str, Any], arrays: dict[str, ArrayEncoder] | None = None,
+                   repeated: frozenset[str] = frozenset()) -> Writer | None:
     """A writer for ``schema`` (a record), or None if a field has a shape not compiled.
 
     Compiled: the primitives, unions of ``null`` and one of them (either
     order), ``map<string>``, and the array fields named in ``arrays`` (an
-    encoder each, e.g. the book-levels writer in ``serde``).
+    encoder each, e.g. the book-levels writer in ``serde``). Fields named in
+    ``repeated`` (values usually shared by consecutive records) reuse the
+    previous record's bytes when they hold the very same object.
     """
     if schema.get("type") != "record":
         return None
@@ -168,32 +181,23 @@ def compile_writer(schema: dict[str, Any],
             env[f"A{i}"] = arrays[name]
             parts.append(f"A{i}({var})")
             continue
-        if isinstance(avro_type, list):
-            if len(avro_type) != 2 or "null" not in avro_type:
+        if name in repeated and _cacheable(avro_type):
+            field_lines: list[str] = []
+            field_parts: list[str] = []
+            if not _field(avro_type, var, field_lines, field_parts):
                 return None
-            null_index = avro_type.index("null")
-            kind = _branch(avro_type[1 - null_index])
-            if kind is None:
-                return None
-            null_tag, value_tag = (b"\x00", b"\x02") if null_index == 0 else (b"\x02", b"\x00")
-            # Branch parts go straight into the record's one join (no nested join).
-            sub: list[str] = []
-            body: list[str] = []
-            _emit(kind, var, sub, body, "        ")
-            temps = [f"{var}x{k}" for k in range(len(sub))]
-            lines.append(f"    if {var} is None:")
-            lines.append(f"        {var}t = {null_tag!r}; {' = '.join(temps)} = b''")
-            lines.append(f"    elif type({var}) is {_UNION_TYPE[kind]}:")
-            lines.extend(body)
-            lines.append(f"        {var}t = {value_tag!r}; {', '.join(temps)} = {', '.join(sub)}")
+            env[f"K{i}"] = [(_UNSEEN, b"")]
+            lines.append(f"    {var}c = K{i}[0]")
+            lines.append(f"    if {var}c[0] is {var}:")
+            lines.append(f"        {var}e = {var}c[1]")
             lines.append("    else:")
-            lines.append("        raise U")
-            parts += [f"{var}t", *temps]
+            lines.extend("    " + line for line in field_lines)
+            lines.append(f"        {var}e = b''.join(({', '.join(field_parts)},))")
+            lines.append(f"        K{i}[0] = ({var}, {var}e)")
+            parts.append(f"{var}e")
             continue
-        kind = _branch(avro_type)
-        if kind is None:
+        if not _field(avro_type, var, lines, parts):
             return None
-        _emit(kind, var, parts, lines, "    ")
     source = ("def write(r):\n    try:\n" + "\n".join("    " + line for line in lines)
               + f"\n        return b''.join(({', '.join(parts)},))\n"
               + "    except (U, KeyError, IndexError, AttributeError, TypeError, ValueError):\n"
@@ -202,3 +206,40 @@ def compile_writer(schema: dict[str, Any],
     writer: Writer = env["write"]
     writer.source = source  # type: ignore[attr-defined]
     return writer
+
+
+def _cacheable(avro_type: Any) -> bool:
+    """Whether a field's values are immutable (so identity implies the same bytes)."""
+    branches = avro_type if isinstance(avro_type, list) else [avro_type]
+    return all(b == "null" or _branch(b) not in (None, "map") for b in branches)
+
+
+def _field(avro_type: Any, var: str, lines: list[str], parts: list[str]) -> bool:
+    """Code writing one field's value ``var``: False if its shape is not compiled."""
+    if isinstance(avro_type, list):
+        if len(avro_type) != 2 or "null" not in avro_type:
+            return False
+        null_index = avro_type.index("null")
+        kind = _branch(avro_type[1 - null_index])
+        if kind is None:
+            return False
+        null_tag, value_tag = (b"\x00", b"\x02") if null_index == 0 else (b"\x02", b"\x00")
+        # Branch parts go straight into the record's one join (no nested join).
+        sub: list[str] = []
+        body: list[str] = []
+        _emit(kind, var, sub, body, "        ")
+        temps = [f"{var}x{k}" for k in range(len(sub))]
+        lines.append(f"    if {var} is None:")
+        lines.append(f"        {var}t = {null_tag!r}; {' = '.join(temps)} = b''")
+        lines.append(f"    elif type({var}) is {_UNION_TYPE[kind]}:")
+        lines.extend(body)
+        lines.append(f"        {var}t = {value_tag!r}; {', '.join(temps)} = {', '.join(sub)}")
+        lines.append("    else:")
+        lines.append("        raise U")
+        parts += [f"{var}t", *temps]
+        return True
+    kind = _branch(avro_type)
+    if kind is None:
+        return False
+    _emit(kind, var, parts, lines, "    ")
+    return True

@@ -139,7 +139,7 @@ produced_bytes_total = FastCounter(
 )
 
 # --- lag -------------------------------------------------------------------
-event_lag_seconds = Histogram(
+event_lag_seconds = FastHistogram(
     f"{PREFIX}_event_lag_seconds",
     "Bybit's event time to local receive time (includes clock offset).",
     ["stream", "topic"], buckets=LATENCY_BUCKETS,

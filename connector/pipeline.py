@@ -18,17 +18,19 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from connector import metrics, records
 from connector.books import RESYNC, BookTracker
-from connector.bybit.events import Event, MarketData, PrivateData, Undecodable, V5Data
+from connector.bybit.events import Event, MarketData, PrivateData, Stamp, Undecodable, V5Data
 from connector.bybit.frames import market_topic_id
 from connector.config import Config, SubscriptionConfig
 from connector.dedup import RecentIds
 from connector.errors import ConnectorError, SerializationError
+from connector.fastmetrics import HistogramChild
 from connector.serde import Serializer
 
 log = logging.getLogger(__name__)
@@ -61,11 +63,28 @@ class Route:
     kafka_topic: str
     mapper: Callable[..., Any]
     serializer: Serializer
-    headers: list[tuple[str, bytes]]
+    headers: list[tuple[str, bytes]]  # every record's (``kafka.headers``), but received_ms
+    received_header: bool = True  # add bybit.received_ms (``kafka.headers: full``)
     dedup_field: str | None = None
     dedup: dict[str, RecentIds] = field(default_factory=dict)
-    lag: Any = None
     book: bool = False  # a v5 book: continuity-checked
+    lags: dict[int, HistogramChild] = field(default_factory=dict)  # thread id -> child
+
+    def headers_for(self, stamp: Stamp) -> list[tuple[str, bytes]]:
+        """The headers of one frame's records (one list, shared by its records)."""
+        if not self.received_header:
+            return self.headers
+        return [*self.headers, ("bybit.received_ms", str(stamp.wall_ms).encode())]
+
+    def lag(self) -> HistogramChild:
+        """The calling thread's ``event_lag_seconds`` child (lock-free children
+        have one writer each; a topic can be served by several connections)."""
+        ident = threading.get_ident()
+        child = self.lags.get(ident)
+        if child is None:
+            child = self.lags[ident] = metrics.event_lag_seconds.labels(self.stream,
+                                                                        self.topic_id)
+        return child
 
 
 def build_routes(config: Config,
@@ -85,18 +104,19 @@ def _route(config: Config, sub: SubscriptionConfig,
     kind = sub.spec.kind
     kafka_topic = config.kafka_topic(sub)
     serializer = serializer_for(kind, kafka_topic)
+    full = config.kafka.headers == "full"
     headers = [
-        ("bybit.stream", sub.stream.encode()),
-        ("bybit.topic", sub.topic_id.encode()),
+        *([("bybit.stream", sub.stream.encode()), ("bybit.topic", sub.topic_id.encode())]
+          if full else []),
         *serializer.headers,
     ]
     v5 = sub.stream in ("v5", "v5-private")
     return Route(
         stream=sub.stream, topic_id=sub.topic_id, kind=kind, kafka_topic=kafka_topic,
         mapper=records.MAPPERS[kind], serializer=serializer, headers=headers,
+        received_header=full,
         dedup_field=(V5_DEDUP_FIELDS.get(sub.topic) if v5
                      else "trade_id" if sub.topic == "trade" else None),
-        lag=metrics.event_lag_seconds.labels(sub.stream, sub.topic_id),
         book=v5 and sub.spec.book,
     )
 
@@ -154,13 +174,9 @@ class Pipeline:
             return
         # Key and headers are the same for every record of a frame: built once.
         # (kafka-python encodes headers as it appends, so sharing the list is safe.)
-        key = data.symbol.encode()
-        headers = [*route.headers, ("bybit.received_ms", str(data.stamp.wall_ms).encode())]
-        for rec in recs:
-            if route.dedup_field is not None and not self._first_time(route, rec):
-                continue
-            self._send(route, rec, key, headers, data.stamp.mono_ns, data.stamp.wall_ms,
-                       data.raw)
+        headers = route.headers_for(data.stamp)
+        self._send(route, recs, data.symbol.encode(), headers, data.stamp.mono_ns,
+                   data.stamp.wall_ms, data.raw)
 
     def _write_v5(self, route: Route, data: V5Data) -> None:
         reason: str | None = None
@@ -174,15 +190,12 @@ class Pipeline:
         except ConnectorError as exc:
             self._dead_letter_frame(data.raw, "mapping_failed", route, str(exc), data.stream)
             return
-        headers = [*route.headers, ("bybit.received_ms", str(data.stamp.wall_ms).encode())]
-        event_ms = data.ts if data.ts is not None else data.creation_time
-        for rec in recs:
-            if reason:
+        headers = route.headers_for(data.stamp)
+        if reason:
+            for rec in recs:
                 rec["resync_reason"] = reason
-            if route.dedup_field is not None and not self._first_time(route, rec):
-                continue
-            self._send(route, rec, records.record_key(route.kind, rec), headers,
-                       data.stamp.mono_ns, data.stamp.wall_ms, data.raw, event_ms)
+        self._send(route, recs, None, headers, data.stamp.mono_ns, data.stamp.wall_ms,
+                   data.raw, data.ts if data.ts is not None else data.creation_time)
 
     def _check_book(self, route: Route, data: V5Data) -> str | None:
         """Continuity of a v5 book frame. Returns None when the frame is not to
@@ -211,9 +224,9 @@ class Pipeline:
         except (ConnectorError, ValueError) as exc:
             self._dead_letter_frame(data.raw, "mapping_failed", route, str(exc), data.stream)
         else:
-            headers = [*route.headers, ("bybit.received_ms", str(data.stamp.wall_ms).encode())]
-            self._send(route, marker, records.record_key(route.kind, marker), headers,
-                       data.stamp.mono_ns, data.stamp.wall_ms, data.raw, data.ts)
+            headers = route.headers_for(data.stamp)
+            self._send(route, [marker], None, headers, data.stamp.mono_ns, data.stamp.wall_ms,
+                       data.raw, data.ts)
         if self.resubscribe is not None:
             self.resubscribe(data.stream, data.topic_id, data.symbol)
 
@@ -240,24 +253,37 @@ class Pipeline:
             except ConnectorError as exc:
                 self._dead_letter_frame(data.raw, "mapping_failed", route, str(exc), "private")
                 continue
-            key = records.record_key(route.kind, rec)
-            headers = [*route.headers,
-                       ("bybit.received_ms", str(data.stamp.wall_ms).encode())]
-            self._send(route, rec, key, headers, data.stamp.mono_ns, data.stamp.wall_ms,
+            headers = route.headers_for(data.stamp)
+            self._send(route, [rec], None, headers, data.stamp.mono_ns, data.stamp.wall_ms,
                        data.raw)
 
-    def _send(self, route: Route, rec: dict[str, Any], key: bytes,
+    def _send(self, route: Route, recs: list[dict[str, Any]], key: bytes | None,
               headers: list[tuple[str, bytes]], mono_ns: int, wall_ms: int,
               raw: str | bytes, event_ms: int | None = None) -> None:
-        try:
-            value = route.serializer(rec)
-        except SerializationError as exc:
-            self._dead_letter_frame(raw, "serialization_failed", route, str(exc), route.stream)
-            return
-        event_time = event_ms if event_ms is not None else rec.get("event_time")
-        if isinstance(event_time, int):
-            route.lag.observe(max(0.0, (wall_ms - event_time) / 1000.0))
-        self._sink.send(route.kafka_topic, key, value, headers, mono_ns)
+        """De-duplicate, serialize and send the records of one frame.
+
+        One loop per frame with what every record shares looked up once: this
+        is the per-record path. ``key`` None: each record's own
+        (``records.record_key``); ``event_ms`` None: each record's
+        ``event_time`` is its event time for the lag histogram.
+        """
+        lag = route.lag().observe
+        serialize, send, topic = route.serializer, self._sink.send, route.kafka_topic
+        dedup = route.dedup_field is not None
+        for rec in recs:
+            if dedup and not self._first_time(route, rec):
+                continue
+            try:
+                value = serialize(rec)
+            except SerializationError as exc:
+                self._dead_letter_frame(raw, "serialization_failed", route, str(exc),
+                                        route.stream)
+                continue
+            event_time = event_ms if event_ms is not None else rec.get("event_time")
+            if isinstance(event_time, int):
+                lag(max(0.0, (wall_ms - event_time) / 1000.0))
+            send(topic, key if key is not None else records.record_key(route.kind, rec),
+                 value, headers, mono_ns)
 
     def _dead_letter_frame(self, raw: str | bytes, reason: str, route: Route, detail: str,
                            stream: str) -> None:

@@ -55,7 +55,7 @@ class Serializer(Protocol):
 
 
 class _AvroBody:
-    def __init__(self, schema: dict[str, Any]) -> None:
+    def __init__(self, schema: dict[str, Any], repeated: frozenset[str] = frozenset()) -> None:
         try:
             self.parsed = fastavro.parse_schema(schema)
         except (fastavro.schema.SchemaParseException, ValueError, TypeError, KeyError) as exc:
@@ -72,7 +72,7 @@ class _AvroBody:
         # The compiled writer (avro_compiled) covers every Bybit schema's shape;
         # a record it declines, or a schema it does not compile, takes the path above.
         self._arrays = _level_arrays(schema)
-        self._compiled = compile_writer(schema, self._arrays)
+        self._compiled = compile_writer(schema, self._arrays, repeated)
 
     def encode(self, record: dict[str, Any]) -> bytes:
         """The record's Avro body (fastavro's bytes); raises ``SerializationError``."""
@@ -276,10 +276,14 @@ def _without_logical_types(node: Any) -> Any:
 
 
 class PlainAvroSerializer:
-    """Schemaless Avro binary; schema fingerprint in the headers."""
+    """Schemaless Avro binary; schema fingerprint in the headers.
 
-    def __init__(self, schema: dict[str, Any]) -> None:
-        self._body = _AvroBody(schema)
+    ``repeated``: fields whose value consecutive records usually share (the
+    frame's values, ``records.repeated_fields``): written once per value.
+    """
+
+    def __init__(self, schema: dict[str, Any], repeated: frozenset[str] = frozenset()) -> None:
+        self._body = _AvroBody(schema, repeated)
         self.fingerprint = self._body.fingerprint
         # One header only: kafka-python encodes every header per record (profiled:
         # headers are a visible share of send()); the fingerprint identifies the schema.
@@ -292,8 +296,9 @@ class PlainAvroSerializer:
 class ConfluentSerializer:
     """Confluent wire format: ``0x00`` + schema id (4 bytes, big-endian) + Avro."""
 
-    def __init__(self, schema: dict[str, Any], schema_id: int) -> None:
-        self._body = _AvroBody(schema)
+    def __init__(self, schema: dict[str, Any], schema_id: int,
+                 repeated: frozenset[str] = frozenset()) -> None:
+        self._body = _AvroBody(schema, repeated)
         self.schema_id = schema_id
         self._prefix = b"\x00" + struct.pack(">I", schema_id)
         self.headers: list[tuple[str, bytes]] = []  # the schema id is in the value

@@ -55,7 +55,8 @@ def serializer_factory(config: Config) -> Callable[[str, str], Serializer]:
 
         def plain_for(kind: str, _topic: str) -> Serializer:
             if kind not in plain:
-                plain[kind] = PlainAvroSerializer(records.load_schema(kind))
+                plain[kind] = PlainAvroSerializer(records.load_schema(kind),
+                                                  records.repeated_fields(kind))
             return plain[kind]
 
         return plain_for
@@ -70,7 +71,7 @@ def serializer_factory(config: Config) -> Callable[[str, str], Serializer]:
         subject = subject_for(topic)
         schema_id = (client.register(subject, text) if reg.auto_register
                      else client.lookup(subject, text))
-        return ConfluentSerializer(schema, schema_id)
+        return ConfluentSerializer(schema, schema_id, records.repeated_fields(kind))
 
     return confluent_for
 

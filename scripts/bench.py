@@ -13,7 +13,8 @@ own process), then per scenario runs, one after another on the same data:
 * ``naive``: the loop a user would write — websocket-client → json →
   fastavro → ``producer.send`` per record;
 * ``connector``: ``bybit-kafka-connector run`` as its own process, with the
-  Kafka client chosen by ``--client`` (its config's ``kafka.client``).
+  Kafka client chosen by ``--client`` (its config's ``kafka.client``); a comma list
+  runs it once per client.
 
 Reports records/s acknowledged by Kafka, latency from frame received to
 broker append (p50/p99/p99.9, ms resolution), CPU seconds per 100k records,
@@ -23,12 +24,13 @@ Each contender runs ``--repeat`` times (default 3); the table shows medians.
 
 Usage: python scripts/bench.py [--seconds 10] [--repeat 3] [--scenarios a,b,c,d]
        [--contenders connector,naive,raw,raw-confluent] [--out bench-results]
-       [--client kafka-python|confluent-kafka]
+       [--client kafka-python,confluent-kafka]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -40,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -194,8 +197,7 @@ subscriptions: {subs}
             if start_wall <= received < end_wall:
                 latencies.append(m.timestamp_ms - received)
                 arrivals.append(received)
-    label = "connector" if client == "kafka-python" else f"connector ({client})"
-    return (summarise(sc.name, label, latencies, seconds, cpu1 - cpu0, rss, lost),
+    return (summarise(sc.name, f"connector ({client})", latencies, seconds, cpu1 - cpu0, rss, lost),
             sorted(arrivals))
 
 
@@ -276,7 +278,7 @@ def _kind(sub: dict[str, Any]) -> str:
 
 
 def run_raw(sc: Scenario, bootstrap: str, seconds: float, topic: str,
-            arrivals: list[int] | None = None) -> Result:
+            arrivals: list[int] | None = None, replaying: str = "") -> Result:
     """Pre-encoded bytes: flat out, or replaying ``arrivals`` (epoch ms).
 
     Replaying sends one record per connector record at the same offsets from
@@ -311,7 +313,8 @@ def run_raw(sc: Scenario, bootstrap: str, seconds: float, topic: str,
     msgs = read_all(bootstrap, [topic], timeout=120)[topic]
     latencies = [m.timestamp_ms - int(m.key) for m in msgs if m.key and
                  int(m.key) >= start_wall]
-    return summarise(sc.name, "raw producer" + (" (same arrivals)" if arrivals else ""),
+    label = f"raw producer (same arrivals as {replaying})" if arrivals else "raw producer"
+    return summarise(sc.name, label,
                      latencies, elapsed, cpu, proc_hwm_mb(os.getpid()), sent - len(msgs))
 
 
@@ -371,6 +374,29 @@ def _sample_record(kind: str) -> dict[str, Any]:
     return MAPPERS[kind](event)[0]  # type: ignore[no-any-return]
 
 
+@contextlib.contextmanager
+def exchange(sc: Scenario) -> Iterator[str]:
+    """A fresh local exchange for one run; yields its URL.
+
+    One per run, and none while the raw producers run: the exchange keeps
+    every symbol it has served trading whether or not anyone listens (as
+    Bybit does), so one left running would spend CPU the next contender
+    needs, and each run would start from a different market.
+    """
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "connector", "exchange", "--port", str(port),
+         "--rate", str(sc.rate), "--idle-timeout", "600",
+         "--trades-per-frame", str(sc.trades_per_frame)], cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(2)
+        yield f"ws://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0,
@@ -382,50 +408,50 @@ def main() -> int:
     parser.add_argument("--contenders", default="connector,naive,raw,raw-confluent",
                         help="which to run (the raw producer replaying the connector's arrivals "
                              "runs with the connector)")
-    parser.add_argument("--client", choices=sorted(CLIENT_SETTINGS), default="kafka-python",
-                        help="the connector's Kafka client (its config's kafka.client)")
+    parser.add_argument("--client", default="kafka-python",
+                        help="the connector's Kafka client (its config's kafka.client); a comma "
+                             "list runs the connector once per client: "
+                             + ", ".join(sorted(CLIENT_SETTINGS)))
     args = parser.parse_args()
     contenders = set(args.contenders.split(","))
+    clients = args.client.split(",")
+    for client in clients:
+        if client not in CLIENT_SETTINGS:
+            parser.error(f"--client: unknown client {client!r} "
+                         f"(choose from {', '.join(sorted(CLIENT_SETTINGS))})")
     runs: list[Result] = []
     with KafkaBroker(extra_properties={"log.message.timestamp.type": "LogAppendTime"}) as broker:
+        bootstrap = broker.bootstrap_servers
         for key in args.scenarios.split(","):
             sc = SCENARIOS[key]
-            port = free_port()
-            exchange = subprocess.Popen(
-                [sys.executable, "-m", "connector", "exchange", "--port", str(port),
-                 "--rate", str(sc.rate), "--idle-timeout", "600",
-                 "--trades-per-frame", str(sc.trades_per_frame)], cwd=ROOT,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(2)
-            url = f"ws://127.0.0.1:{port}"
-            try:
-                print(f"== {sc.name}: {sc.description}", flush=True)
-                for rep in range(args.repeat):
-                    tag = f"b{key}r{rep}"
-                    if "connector" in contenders:
-                        conn, arrivals = run_connector(sc, url, broker.bootstrap_servers,
-                                                       args.seconds, tag, args.client)
-                        runs.append(conn)
-                        print(f"   connector   {conn.records_per_s:>10.0f} rec/s", flush=True)
-                        runs.append(run_raw(sc, broker.bootstrap_servers, args.seconds,
-                                            f"{tag}.replay", arrivals))
-                    if "naive" in contenders:
-                        naive = run_naive(sc, url, broker.bootstrap_servers, args.seconds,
-                                          f"{tag}.naive")
-                        runs.append(naive)
-                        print(f"   naive loop  {naive.records_per_s:>10.0f} rec/s", flush=True)
-                    if "raw" in contenders:
-                        raw = run_raw(sc, broker.bootstrap_servers, args.seconds, f"{tag}.raw")
-                        runs.append(raw)
-                        print(f"   raw         {raw.records_per_s:>10.0f} rec/s", flush=True)
-                    if "raw-confluent" in contenders:
-                        rawc = run_raw_confluent(sc, broker.bootstrap_servers, args.seconds,
-                                                 f"{tag}.rawc")
-                        runs.append(rawc)
-                        print(f"   raw (librdkafka) {rawc.records_per_s:>5.0f} rec/s", flush=True)
-            finally:
-                exchange.terminate()
-                exchange.wait(10)
+            print(f"== {sc.name}: {sc.description}", flush=True)
+            for rep in range(args.repeat):
+                tag = f"b{key}r{rep}"
+                for client in clients if "connector" in contenders else ():
+                    with exchange(sc) as url:
+                        conn, arrivals = run_connector(sc, url, bootstrap, args.seconds,
+                                                       f"{tag}{client}", client)
+                    runs.append(conn)
+                    print(f"   {conn.contender:<28} {conn.records_per_s:>8.0f} rec/s "
+                          f"{conn.cpu_us_per_record:>6.1f} µs/rec", flush=True)
+                    runs.append(run_raw(sc, bootstrap, args.seconds, f"{tag}{client}.replay",
+                                        arrivals, client))
+                if "naive" in contenders:
+                    with exchange(sc) as url:
+                        naive = run_naive(sc, url, bootstrap, args.seconds, f"{tag}.naive")
+                    runs.append(naive)
+                    print(f"   naive loop                   {naive.records_per_s:>8.0f} rec/s "
+                          f"{naive.cpu_us_per_record:>6.1f} µs/rec", flush=True)
+                if "raw" in contenders:
+                    raw = run_raw(sc, bootstrap, args.seconds, f"{tag}.raw")
+                    runs.append(raw)
+                    print(f"   raw producer                 {raw.records_per_s:>8.0f} rec/s "
+                          f"{raw.cpu_us_per_record:>6.1f} µs/rec", flush=True)
+                if "raw-confluent" in contenders:
+                    rawc = run_raw_confluent(sc, bootstrap, args.seconds, f"{tag}.rawc")
+                    runs.append(rawc)
+                    print(f"   raw producer (confluent)     {rawc.records_per_s:>8.0f} rec/s "
+                          f"{rawc.cpu_us_per_record:>6.1f} µs/rec", flush=True)
     results = medians(runs)
     print_table(results)
     summary = ratios(results)
@@ -436,7 +462,7 @@ def main() -> int:
                "platform": platform.platform()}
     (out / "bench.json").write_text(json.dumps(
         {"machine": machine, "seconds": args.seconds, "repeat": args.repeat,
-         "client": args.client,
+         "clients": clients,
          "results": [asdict(r) for r in results], "ratios": summary,
          "runs": [asdict(r) for r in runs]},
         indent=2))
@@ -466,16 +492,15 @@ def ratios(results: list[Result]) -> list[dict[str, Any]]:
     """The connector against both baselines, per scenario (None where not run)."""
     by = {(r.scenario, r.contender): r for r in results}
     out = []
-    for scenario in dict.fromkeys(r.scenario for r in results):
-        conn = next((r for r in results
-                     if r.scenario == scenario and r.contender.startswith("connector")), None)
-        if conn is None:
-            continue
+    for conn in (r for r in results if r.contender.startswith("connector")):
+        scenario = conn.scenario
         raw, naive = by.get((scenario, "raw producer")), by.get((scenario, "naive loop"))
         raw_confluent = by.get((scenario, "raw producer (confluent-kafka)"))
-        replay = by.get((scenario, "raw producer (same arrivals)"))
+        client = conn.contender.removeprefix("connector (").removesuffix(")")
+        replay = by.get((scenario, f"raw producer (same arrivals as {client})"))
         out.append({
             "scenario": scenario,
+            "connector": conn.contender,
             "throughput_vs_raw": round(conn.records_per_s / raw.records_per_s, 2) if raw else None,
             "throughput_vs_raw_confluent": (
                 round(conn.records_per_s / raw_confluent.records_per_s, 2)
@@ -494,11 +519,12 @@ def print_ratios(summary: list[dict[str, Any]]) -> None:
         return "n/a" if value is None else format(value, fmt)
 
     print()
-    print("| scenario | records/s vs raw ceiling | vs raw librdkafka ceiling | vs naive loop "
-          "| CPU per record vs naive | p99 over raw (same arrivals) |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| scenario | connector | records/s vs raw ceiling | vs raw librdkafka ceiling "
+          "| vs naive loop | CPU per record vs naive | p99 over raw (same arrivals) |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for row in summary:
-        print(f"| {row['scenario']} | {cell(row['throughput_vs_raw'], '.0%')} | "
+        print(f"| {row['scenario']} | {row['connector']} | "
+              f"{cell(row['throughput_vs_raw'], '.0%')} | "
               f"{cell(row['throughput_vs_raw_confluent'], '.0%')} | "
               f"{cell(row['throughput_vs_naive'], '.2f')}x | "
               f"{cell(row['cpu_per_record_vs_naive'], '.2f')}x | "

@@ -12,11 +12,19 @@ machine slows both alike:
   each backend raw and through its adapter, CPU of the whole process
   (client threads included) until every record is acknowledged; starts a
   local broker;
+* ``pipeline``: the connector's whole per-record path in one process, without
+  the network in front: v1 trade frames (10 trades each, 40 symbols) →
+  decode → map → de-duplicate → Avro → sink → producer, CPU of the whole
+  process until every record is acknowledged, for each client (``--clients``)
+  and ``kafka.headers`` mode (``--headers``);
+  starts a local broker. ``--profile`` writes a cProfile of the last round;
 * ``gc``: a synthetic allocation-heavy record loop over a large start-up
   heap, default collector vs ``runtime.tune_gc()``: CPU per record, p99 per
   record, young and full collection counts and pauses (``gc.callbacks``).
 
-Usage: python scripts/microbench.py [--sections serde,metrics,producers,gc] [--n 100000]
+Usage: python scripts/microbench.py [--sections serde,metrics,producers,pipeline,gc]
+       [--n 100000] [--rounds 3] [--clients kafka-python,confluent-kafka]
+       [--headers full,minimal] [--profile FILE]
 """
 
 from __future__ import annotations
@@ -207,6 +215,78 @@ def bench_producers(n: int, rounds: int) -> None:
         print(f"  callbacks: {dict(acks)}")
 
 
+def trade_frames(n_records: int, per_frame: int = 10, symbols: int = 40,
+                 first_id: int = 2_290_000_000_000_000_000) -> list[str]:
+    """v1 trade frames as the exchange sends them, with unique trade ids."""
+    import json
+
+    frames, trade_id, now = [], first_id, int(time.time() * 1000)
+    for f in range(n_records // per_frame):
+        sym = f"S{f % symbols:04d}USDT"
+        data = []
+        for _ in range(per_frame):
+            trade_id += 1
+            data.append({"v": str(trade_id), "t": now, "p": "33412.53", "q": "0.012345",
+                         "m": trade_id % 2 == 0})
+        frames.append(json.dumps({"symbol": sym, "symbolName": sym, "topic": "trade",
+                                  "params": {"realtimeInterval": "24h", "binary": "false"},
+                                  "data": data, "f": False, "sendTime": now}))
+    return frames
+
+
+def bench_pipeline(n: int, rounds: int, clients: list[str], profile: str | None,
+                   header_modes: list[str]) -> None:
+    """CPU µs per record of decode → pipeline → sink → producer → acknowledged."""
+    import cProfile
+
+    from connector.bybit.events import Stamp
+    from connector.bybit.frames import decode
+    from connector.config import loads
+    from connector.dev.kafka_broker import KafkaBroker
+    from connector.pipeline import Pipeline, build_routes
+    from connector.runtime import tune_gc
+    from connector.service import serializer_factory
+    from connector.sink import KafkaSink
+
+    print("pipeline (CPU µs per record, whole process, frames until all acknowledged)")
+    tune_gc()
+    with KafkaBroker() as broker:
+        for client, headers in ((c, h) for c in clients for h in header_modes):
+            best = float("inf")
+            for r in range(rounds + 1):  # round 0 warms up (metadata, first batches)
+                text = f"""
+kafka:
+  bootstrap_servers: ["{broker.bootstrap_servers}"]
+  client: {client}
+  headers: {headers}
+  topic_template: "mb{r}.{client}.{headers}.{{stream}}.{{topic}}"
+  max_pending_records: {n + 100}
+subscriptions: [{{stream: v1, topic: trade, symbols: {[f"S{i:04d}USDT" for i in range(40)]}}}]
+"""
+                config = loads(text, env={})
+                frames = trade_frames(n, first_id=2_290_000_000_000_000_000 + r * 10 * n)
+                with KafkaSink(config.kafka, warm_topics=[config.kafka_topic(
+                        config.subscriptions[0])]) as sink:
+                    pipeline = Pipeline(build_routes(config, serializer_factory(config)), sink)
+                    prof = cProfile.Profile() if profile and r == rounds else None
+                    start = time.process_time()
+                    if prof:
+                        prof.enable()
+                    for frame in frames:
+                        stamp = Stamp(time.time_ns() // 1_000_000, time.monotonic_ns())
+                        pipeline.handle(decode(frame, "v1", stamp))
+                    left = sink.flush(120)
+                    spent = time.process_time() - start
+                    if prof:
+                        prof.disable()
+                        prof.dump_stats(profile)  # type: ignore[arg-type]
+                    assert left == 0, f"{left} records not acknowledged"
+                if r:
+                    best = min(best, spent / n * 1e6)
+            label = f"{client}, headers: {headers}"
+            print(f"  {label:44s} {best:7.2f} µs per trade record")
+
+
 def bench_gc(n: int, rounds: int) -> None:
     from connector.runtime import restore_gc, tune_gc
 
@@ -264,9 +344,17 @@ def main() -> int:
     parser.add_argument("--sections", default="serde,metrics,gc")
     parser.add_argument("--n", type=int, default=100_000, help="records per round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clients", default="kafka-python,confluent-kafka",
+                        help="pipeline: the Kafka clients to run it with")
+    parser.add_argument("--headers", default="full",
+                        help="pipeline: kafka.headers modes to run (full, minimal)")
+    parser.add_argument("--profile", help="pipeline: write a cProfile of the last round here")
     args = parser.parse_args()
-    sections = {"serde": bench_serde, "metrics": bench_metrics, "producers": bench_producers,
-                "gc": bench_gc}
+    sections: dict[str, Callable[[int, int], None]] = {
+        "serde": bench_serde, "metrics": bench_metrics, "producers": bench_producers,
+        "gc": bench_gc,
+        "pipeline": lambda n, rounds: bench_pipeline(n, rounds, args.clients.split(","),
+                                                     args.profile, args.headers.split(","))}
     for name in args.sections.split(","):
         sections[name](args.n if name != "gc" else max(args.n, 300_000), args.rounds)
     return 0

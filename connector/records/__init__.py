@@ -21,11 +21,18 @@ from typing import Any
 from connector.bybit.events import MarketData, PrivateData, V5Data
 from connector.bybit.frames import market_topic_id
 from connector.records import v5
-from connector.records.mapping import MappingError, field_plan, map_item, to_bool, to_str
+from connector.records.mapping import (
+    MappingError,
+    field_plan,
+    map_item,
+    row_mapper,
+    to_bool,
+    to_str,
+)
 from connector.topics import LEGACY_STREAMS, TOPICS, V5_STREAMS
 
 __all__ = ["MAPPERS", "PRIVATE_KINDS", "MappingError", "load_schema", "record_key",
-           "resync_marker"]
+           "repeated_fields", "resync_marker"]
 
 _PACKAGED = Path(__file__).resolve().parent.parent / "avro"  # inside an installed wheel
 _CHECKOUT = Path(__file__).resolve().parents[2] / "avro"  # a source checkout
@@ -40,6 +47,22 @@ def load_schema(kind: str) -> dict[str, Any]:
     """The parsed JSON of ``avro/<kind>.avsc``."""
     schema: dict[str, Any] = json.loads((schema_dir() / f"{kind}.avsc").read_text())
     return schema
+
+
+# Record fields a mapper fills once per frame (one object shared by the frame's records).
+_FRAME_LEVEL = frozenset({"stream", "bybit_topic", "symbol", "receive_time", "send_time",
+                          "first_message", "frame_symbol_name", "binary", "interval",
+                          "dump_scale", "is_snapshot", "depth", "resync_reason"})
+
+
+@functools.cache
+def repeated_fields(kind: str) -> frozenset[str]:
+    """The fields of ``kind`` that every record of one frame shares: the
+    serializer writes their bytes once per frame (a hint for speed only: a
+    record holding other values is written just the same)."""
+    schema = load_schema(kind)
+    return frozenset(f["name"] for f in schema["fields"]
+                     if f["name"] in _FRAME_LEVEL or "bybit_frame" in f)
 
 
 # Frame-level keys (envelope, params) a record holds in fields of its own; any other
@@ -79,6 +102,7 @@ def _market_mapper(kind: str, book: bool, snapshots: str | None) -> Callable[...
     has_send, has_interval = "send_time" in names, "interval" in names
     has_dump_scale, has_event = "dump_scale" in names, "event_time" in names
     event_from_item = any(name == "event_time" for name, *_ in plan)
+    map_row = row_mapper(kind, plan, known)
 
     def mapper(data: MarketData) -> list[dict[str, Any]]:
         # bybit_topic is the subscription's topic id (kline_1m, mergedDepth_1), the same
@@ -104,7 +128,7 @@ def _market_mapper(kind: str, book: bool, snapshots: str | None) -> Callable[...
             base["is_snapshot"] = True if snapshots == "always" else bool(data.first)
         out = []
         for item in data.items:
-            rec = map_item(kind, plan, known, item, dict(base))
+            rec = map_row(item, dict(base))
             rec["item_symbol"] = _item_symbol(kind, item, data.symbol)
             out.append(rec)
         return out

@@ -174,3 +174,87 @@ def test_missing_field_takes_fastavro_and_its_default() -> None:
                                                                      "extra": None})
     with pytest.raises(SerializationError, match="Trade"):
         PlainAvroSerializer(schema)({k: v for k, v in TRADE.items() if k != "price"})
+
+
+# -- repeated fields: bytes cached per value object -------------------------------------
+
+REPEATED_FLAT = frozenset(f["name"] for f in FLAT["fields"])  # every field, maps included
+
+
+@settings(max_examples=150, deadline=None)
+@given(frames=st.lists(st.tuples(strategy(FLAT, {}), st.lists(strategy(FLAT, {}), min_size=1,
+                                                                 max_size=4)),
+                       min_size=1, max_size=4),
+       share=st.sets(st.sampled_from(sorted(REPEATED_FLAT))))
+def test_repeated_fields_write_fastavro_bytes_for_every_record(
+        frames: list[tuple[dict[str, Any], list[dict[str, Any]]]], share: set[str]) -> None:
+    """Records that share some values as the very same objects (as a frame's
+    records do), then records with other objects: each one's bytes are fastavro's."""
+    writer = compile_writer(FLAT, repeated=REPEATED_FLAT)
+    assert writer is not None
+    for base, items in frames:
+        for item in items:
+            record = {**item, **{k: base[k] for k in share}}  # the same objects as `base`
+            assert writer(record) == reference(FLAT, record)
+
+
+def test_a_map_changed_in_place_is_written_anew() -> None:
+    """Only immutable values are cached: a dict keeps its identity when changed."""
+    schema = {"type": "record", "name": "R", "fields": [
+        {"name": "m", "type": ["null", {"type": "map", "values": "string"}]},
+        {"name": "s", "type": "string"}]}
+    writer = compile_writer(schema, repeated=frozenset({"m", "s"}))
+    assert writer is not None
+    shared: dict[str, str] = {"a": "1"}
+    first = writer({"m": shared, "s": "x"})
+    shared["b"] = "2"
+    second = writer({"m": shared, "s": "x"})
+    assert first == reference(schema, {"m": {"a": "1"}, "s": "x"})
+    assert second == reference(schema, {"m": {"a": "1", "b": "2"}, "s": "x"})
+
+
+def test_an_equal_value_in_another_object_is_written_from_its_own_value() -> None:
+    """The cache is keyed by identity; an equal-but-distinct value, or a value
+    that failed the fast path, never reuses or poisons it."""
+    schema = {"type": "record", "name": "R", "fields": [
+        {"name": "t", "type": "long"}, {"name": "s", "type": ["null", "string"]}]}
+    writer = compile_writer(schema, repeated=frozenset({"t", "s"}))
+    assert writer is not None
+    big = 1_700_000_000_000
+    assert writer({"t": big, "s": "é"}) == reference(schema, {"t": big, "s": "é"})
+    assert writer({"t": big + 1, "s": "é"}) == reference(schema, {"t": big + 1, "s": "é"})
+    assert writer({"t": 2**64, "s": "x"}) is None  # out of range: fastavro decides
+    assert writer({"t": big, "s": 5}) is None  # wrong type: fastavro decides
+    assert writer({"t": big, "s": None}) == reference(schema, {"t": big, "s": None})
+
+
+def test_threads_sharing_a_writer_never_mix_cached_bytes() -> None:
+    """Two connection threads write records of different frames with one
+    serializer at once: every record's bytes are its own."""
+    import threading
+
+    schema = load_schema("v1_trade")
+    from connector.records import repeated_fields
+
+    serializer = PlainAvroSerializer(schema, repeated_fields("v1_trade"))
+    failures: list[str] = []
+
+    def run(prefix: str) -> None:
+        for n in range(3000):
+            base = {"stream": "v1", "bybit_topic": "trade", "symbol": f"{prefix}{n % 7}USDT",
+                    "send_time": 1_700_000_000_000 + n, "receive_time": 1_700_000_000_100 + n,
+                    "first_message": n % 2 == 0, "frame_symbol_name": f"{prefix}{n}",
+                    "binary": None, "frame_extra": None}
+            for k in range(3):
+                record = {**base, "event_time": 1_700_000_000_000 + k, "trade_id": f"{n}-{k}",
+                          "price": "1.5", "quantity": "2", "buyer_is_taker": bool(k % 2),
+                          "extra": None, "item_symbol": base["symbol"]}
+                if serializer(record) != reference(schema, record):
+                    failures.append(f"{prefix} {n} {k}")
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in ("AAA", "BBBBB")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []

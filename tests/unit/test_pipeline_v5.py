@@ -60,13 +60,11 @@ def item_mapper(data: V5Data) -> list[dict[str, Any]]:
 
 def route(stream: str, topic_id: str, mapper: Any, dedup: str | None = None,
           book: bool = False) -> Route:
-    from connector import metrics
     return Route(stream=stream, topic_id=topic_id, kind="v5_orderbook" if book else "v5_x",
                  kafka_topic=f"bybit.spot.{stream}.{topic_id}", mapper=mapper,
                  serializer=JsonSerializer(),  # type: ignore[arg-type]
                  headers=[("bybit.stream", stream.encode()), ("bybit.topic", topic_id.encode())],
-                 dedup_field=dedup, lag=metrics.event_lag_seconds.labels(stream, topic_id),
-                 book=book)
+                 dedup_field=dedup, book=book)
 
 
 def marker(kind: str, data: V5Data, reason: str) -> dict[str, Any]:
@@ -244,3 +242,59 @@ def test_real_book_mapper_gap_marker_and_tagged_snapshot() -> None:
     assert sink.dead == []
     mapped = records.MAPPERS["v5_orderbook"](snap)
     assert mapped[0]["is_snapshot"] is True and mapped[0]["update_id"] == u
+
+
+@pytest.mark.parametrize("headers", ["full", "minimal"])
+def test_kafka_headers_full_or_minimal(headers: str) -> None:
+    """``kafka.headers: minimal`` keeps only what decoding needs (the schema
+    fingerprint); the record still holds stream, topic and receive time."""
+    from connector.config import loads
+    from connector.pipeline import build_routes
+    from connector.serde import FINGERPRINT_HEADER
+    from connector.service import serializer_factory
+    config = loads(f'kafka: {{bootstrap_servers: ["127.0.0.1:9092"], headers: {headers}}}\n'
+                   'subscriptions:\n  - {stream: v5, topic: publicTrade, symbols: [BTCUSDT]}\n'
+                   '  - {stream: v1, topic: trade, symbols: [BTCUSDT]}\n')
+    sink = RecordingSink()
+    sink.send = lambda t, k, v, h, m: sink.sent.append((t, k, {"raw": v}, dict(h)))  # type: ignore[method-assign]
+    pipe = Pipeline(build_routes(config, serializer_factory(config)), sink)  # type: ignore[arg-type]
+    pipe.handle(decode((SAMPLES / "publicTrade_spot.json").read_text(), "v5",
+                       Stamp(1760000006000, 1)))
+    from connector.bybit.frames import decode as legacy_decode
+    legacy = (Path(__file__).resolve().parents[1] / "samples" / "v1_trade.json").read_text()
+    pipe.handle(legacy_decode(legacy, "v1", Stamp(1760000007000, 1)))
+    assert {t for t, *_ in sink.sent} == {"bybit.spot.v5.publicTrade", "bybit.spot.v1.trade"}
+    for _topic, _key, _value, got in sink.sent:
+        if headers == "full":
+            assert set(got) == {"bybit.stream", "bybit.topic", "bybit.received_ms",
+                                FINGERPRINT_HEADER}
+        else:
+            assert set(got) == {FINGERPRINT_HEADER}
+
+
+def test_kafka_headers_must_be_full_or_minimal() -> None:
+    from connector.config import loads
+    from connector.errors import ConfigError
+    with pytest.raises(ConfigError) as err:
+        loads('kafka: {headers: small}\nsubscriptions: [{stream: v1, topic: trade, '
+              'symbols: [BTCUSDT]}]\n')
+    assert "kafka.headers" in str(err.value)
+
+
+def test_event_lag_is_counted_from_every_connection_thread() -> None:
+    """Lag children are per thread (lock-free, one writer each): observations
+    from two connection threads of one topic both reach the scrape."""
+    import threading
+    sink = RecordingSink()
+    pipe = Pipeline({("v5", "publicTrade"): route("v5", "publicTrade", item_mapper)}, sink)
+    text = (SAMPLES / "publicTrade_spot.json").read_text()
+    before = metric("bybit_connector_event_lag_seconds_count", stream="v5", topic="publicTrade")
+    threads = [threading.Thread(target=lambda: [pipe.handle(decode(text, "v5", Stamp(1, 1)))
+                                                for _ in range(50)]) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    n = len(decode(text, "v5", Stamp(1, 1)).items)  # type: ignore[union-attr]
+    assert metric("bybit_connector_event_lag_seconds_count", stream="v5",
+                  topic="publicTrade") == before + 100 * n
