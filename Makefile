@@ -30,8 +30,12 @@ lint: $(VENV)/.installed
 test: setup-test lint
 	$(PY) -m pytest -q
 
+# Both Kafka clients; the raw ceilings only where the connector runs flat out (a).
 bench: setup
-	$(PY) scripts/bench.py
+	$(PY) scripts/bench.py --scenarios a --client kafka-python,confluent-kafka \
+		--headers full,minimal --out bench-results/trades
+	$(PY) scripts/bench.py --scenarios b,c,d --contenders connector,naive \
+		--client kafka-python,confluent-kafka --out bench-results/others
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info

@@ -24,13 +24,14 @@ Each contender runs ``--repeat`` times (default 3); the table shows medians.
 
 Usage: python scripts/bench.py [--seconds 10] [--repeat 3] [--scenarios a,b,c,d]
        [--contenders connector,naive,raw,raw-confluent] [--out bench-results]
-       [--client kafka-python,confluent-kafka]
+       [--client kafka-python,confluent-kafka] [--headers full,minimal]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import io
 import json
 import os
@@ -65,6 +66,7 @@ PRODUCER = {"acks": "all", "compression_type": "lz4", "linger_ms": 10,
 # The same settings under librdkafka's names (confluent-kafka).
 LIBRDKAFKA_PRODUCER = {"acks": "all", "compression.type": "lz4", "linger.ms": 10,
                        "batch.size": 256 * 1024, "enable.idempotence": True}
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 CLIENT_SETTINGS = {"kafka-python": PRODUCER, "confluent-kafka": LIBRDKAFKA_PRODUCER}
 
 
@@ -148,12 +150,15 @@ def summarise(scenario: str, contender: str, latencies: list[float], seconds: fl
 
 
 def run_connector(sc: Scenario, exchange_url: str, bootstrap: str, seconds: float,
-                  topic_prefix: str, client: str = "kafka-python") -> tuple[Result, list[int]]:
+                  topic_prefix: str, client: str = "kafka-python",
+                  headers: str = "full") -> tuple[Result, list[int]]:
     """The connector as its own process; also returns when each measured record
     arrived (frame receive time, epoch ms, sorted) for the replayed baseline."""
     subs = json.dumps(sc.subscriptions)
-    # The default client needs no line, so the benchmark runs on configs without the key.
+    # Defaults need no line, so the benchmark runs on configs without the keys.
     client_line = "" if client == "kafka-python" else f"  client: {client}\n"
+    if headers != "full":
+        client_line += f"  headers: {headers}\n"
     config = f"""
 bybit:
   urls: {{v1: {exchange_url}/spot/quote/ws/v1, v2: {exchange_url}/spot/quote/ws/v2}}
@@ -191,18 +196,27 @@ subscriptions: {subs}
     kinds = {cfg.kafka_topic(s): s.spec.kind for s in cfg.subscriptions}
     messages = read_all(bootstrap, list(kinds), timeout=120)
     latencies, arrivals = [], []
-    for msgs in messages.values():
+    for topic, msgs in messages.items():
+        schema = fastavro.parse_schema(load_schema(kinds[topic]))
         for m in msgs:
-            received = _received_ms(m)
+            received = _received_ms(m, schema)
             if start_wall <= received < end_wall:
                 latencies.append(m.timestamp_ms - received)
                 arrivals.append(received)
-    return (summarise(sc.name, f"connector ({client})", latencies, seconds, cpu1 - cpu0, rss, lost),
+    label = f"connector ({client})" if headers == "full" else f"connector ({client}, {headers})"
+    return (summarise(sc.name, label, latencies, seconds, cpu1 - cpu0, rss, lost),
             sorted(arrivals))
 
 
-def _received_ms(message: Any) -> int:
-    return int(message.headers["bybit.received_ms"])
+def _received_ms(message: Any, schema: Any) -> int:
+    """The frame's receive time: the header, or (``kafka.headers: minimal``) the
+    record's ``receive_time`` field."""
+    header = message.headers.get("bybit.received_ms")
+    if header is not None:
+        return int(header)
+    record = fastavro.schemaless_reader(io.BytesIO(message.value), schema, None)
+    received: datetime.datetime = record["receive_time"]  # type: ignore[call-overload, index]
+    return (received - EPOCH) // datetime.timedelta(milliseconds=1)
 
 
 def run_naive(sc: Scenario, exchange_url: str, bootstrap: str, seconds: float,
@@ -412,8 +426,12 @@ def main() -> int:
                         help="the connector's Kafka client (its config's kafka.client); a comma "
                              "list runs the connector once per client: "
                              + ", ".join(sorted(CLIENT_SETTINGS)))
+    parser.add_argument("--headers", default="full",
+                        help="the connector's kafka.headers; a comma list (full,minimal) runs "
+                             "it once per mode")
     args = parser.parse_args()
     contenders = set(args.contenders.split(","))
+    header_modes = args.headers.split(",")
     clients = args.client.split(",")
     for client in clients:
         if client not in CLIENT_SETTINGS:
@@ -427,15 +445,17 @@ def main() -> int:
             print(f"== {sc.name}: {sc.description}", flush=True)
             for rep in range(args.repeat):
                 tag = f"b{key}r{rep}"
-                for client in clients if "connector" in contenders else ():
+                connectors = [(c, h) for c in clients for h in header_modes]
+                for client, headers in connectors if "connector" in contenders else ():
                     with exchange(sc) as url:
                         conn, arrivals = run_connector(sc, url, bootstrap, args.seconds,
-                                                       f"{tag}{client}", client)
+                                                       f"{tag}{client}{headers}", client, headers)
                     runs.append(conn)
                     print(f"   {conn.contender:<28} {conn.records_per_s:>8.0f} rec/s "
                           f"{conn.cpu_us_per_record:>6.1f} µs/rec", flush=True)
-                    runs.append(run_raw(sc, bootstrap, args.seconds, f"{tag}{client}.replay",
-                                        arrivals, client))
+                    runs.append(run_raw(sc, bootstrap, args.seconds,
+                                        f"{tag}{client}{headers}.replay", arrivals,
+                                        conn.contender.removeprefix("connector (")[:-1]))
                 if "naive" in contenders:
                     with exchange(sc) as url:
                         naive = run_naive(sc, url, bootstrap, args.seconds, f"{tag}.naive")
@@ -457,12 +477,12 @@ def main() -> int:
     summary = ratios(results)
     print_ratios(summary)
     out = Path(args.out)
-    out.mkdir(exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(),
                "platform": platform.platform()}
     (out / "bench.json").write_text(json.dumps(
         {"machine": machine, "seconds": args.seconds, "repeat": args.repeat,
-         "clients": clients,
+         "clients": clients, "headers": header_modes,
          "results": [asdict(r) for r in results], "ratios": summary,
          "runs": [asdict(r) for r in runs]},
         indent=2))
@@ -496,7 +516,7 @@ def ratios(results: list[Result]) -> list[dict[str, Any]]:
         scenario = conn.scenario
         raw, naive = by.get((scenario, "raw producer")), by.get((scenario, "naive loop"))
         raw_confluent = by.get((scenario, "raw producer (confluent-kafka)"))
-        client = conn.contender.removeprefix("connector (").removesuffix(")")
+        client = conn.contender.removeprefix("connector (")[:-1]
         replay = by.get((scenario, f"raw producer (same arrivals as {client})"))
         out.append({
             "scenario": scenario,

@@ -5,7 +5,9 @@ Each section times the old and the new way in the same run (best of
 machine slows both alike:
 
 * ``serde``: a v1 trade and a 50-level book: fastavro (segments) vs the
-  compiled writer;
+  compiled writer; and a frame's ten trades without and with their frame
+  values written once;
+* ``mapping``: one v1 trade item, ``map_item`` vs the compiled ``row_mapper``;
 * ``metrics``: the per-record metric updates of one acknowledged record
   (two counters, one histogram): prometheus-client vs ``fastmetrics``;
 * ``producers``: ``send`` of a keyed record with 4 headers and callbacks,
@@ -22,7 +24,7 @@ machine slows both alike:
   heap, default collector vs ``runtime.tune_gc()``: CPU per record, p99 per
   record, young and full collection counts and pauses (``gc.callbacks``).
 
-Usage: python scripts/microbench.py [--sections serde,metrics,producers,pipeline,gc]
+Usage: python scripts/microbench.py [--sections serde,mapping,metrics,producers,pipeline,gc]
        [--n 100000] [--rounds 3] [--clients kafka-python,confluent-kafka]
        [--headers full,minimal] [--profile FILE]
 """
@@ -48,7 +50,9 @@ from connector.records import load_schema  # noqa: E402
 TRADE = {"stream": "v1", "bybit_topic": "trade", "symbol": "BTCUSDT",
          "event_time": 1626249138999, "send_time": 1626249139001,
          "receive_time": 1626249139005, "trade_id": "2290000000012345678",
-         "price": "33412.53", "quantity": "0.012345", "buyer_is_taker": True, "extra": None}
+         "price": "33412.53", "quantity": "0.012345", "buyer_is_taker": True, "extra": None,
+         "item_symbol": None, "first_message": False, "frame_symbol_name": "BTCUSDT",
+         "binary": False, "frame_extra": None}
 HEADERS = [("avro.schema.fingerprint", b"0123456789abcdef"), ("bybit.received_ms", b"1"),
            ("bybit.stream", b"v1"), ("bybit.topic", b"trade")]
 
@@ -85,8 +89,51 @@ def bench_serde(n: int, rounds: int) -> None:
         def new(serializer: Any = serializer, record: dict[str, Any] = record) -> None:
             serializer(record)
 
+        assert body._compiled(record) is not None, f"{kind}: the sample must fit the schema"
+
         count = n if kind == "v1_trade" else n // 20
         row(kind, cpu_us(old, count, rounds), cpu_us(new, count, rounds))
+    # A frame's 10 trades share their frame's values (the same objects): with
+    # `repeated` those fields' bytes are written once per frame.
+    from connector.records import repeated_fields
+
+    schema = load_schema("v1_trade")
+    plain, cached = PlainAvroSerializer(schema), PlainAvroSerializer(
+        schema, repeated_fields("v1_trade"))
+    frames = [[{**TRADE, "symbol": sym, "send_time": TRADE["send_time"] + f,
+                "receive_time": TRADE["receive_time"] + f, "trade_id": f"{f}{i}"}
+               for i in range(10)] for f, sym in enumerate(["BTCUSDT", "ETHUSDT"] * 50)]
+    for frame in frames:  # one object per frame value, as the mapper hands them over
+        for rec in frame[1:]:
+            rec.update((k, frame[0][k]) for k in ("symbol", "send_time", "receive_time"))
+    records = [rec for frame in frames for rec in frame]
+
+    def write_all(serializer: Any) -> Callable[[], None]:
+        return lambda: [serializer(r) for r in records]
+
+    assert [plain(r) for r in records] == [cached(r) for r in records]
+    reps = max(1, n // len(records))
+    row("v1_trade, frame values written once per frame",
+        cpu_us(write_all(plain), reps, rounds) / len(records),
+        cpu_us(write_all(cached), reps, rounds) / len(records))
+
+
+def bench_mapping(n: int, rounds: int) -> None:
+    """One v1 trade item mapped: the generic ``map_item`` vs the compiled ``row_mapper``."""
+    from connector.records.mapping import field_plan, map_item, row_mapper
+
+    print("mapping (CPU µs per record)")
+    schema = load_schema("v1_trade")
+    plan = field_plan(schema)
+    known = frozenset({key for _, key, _, _ in plan} | {"s", "symbol"})
+    map_row = row_mapper("v1_trade", plan, known)
+    item = {"v": "2290000000012345678", "t": 1626249138999, "p": "33412.53", "q": "0.012345",
+            "m": True}
+    base = {"stream": "v1", "bybit_topic": "trade", "symbol": "BTCUSDT"}
+    assert map_item("v1_trade", plan, known, item, dict(base)) == map_row(item, dict(base))
+    row("v1 trade item", cpu_us(lambda: map_item("v1_trade", plan, known, item, dict(base)),
+                                n, rounds),
+        cpu_us(lambda: map_row(item, dict(base)), n, rounds))
 
 
 def _book() -> dict[str, Any]:
@@ -95,7 +142,8 @@ def _book() -> dict[str, Any]:
             "event_time": 1626249138999, "send_time": 1626249139001,
             "receive_time": 1626249139005, "is_snapshot": True, "exchange_id": 301,
             "version": "123_45", "bids": levels, "asks": levels, "update_count": None,
-            "extra": None}
+            "extra": None, "item_symbol": None, "first_message": True,
+            "frame_symbol_name": "BTCUSDT", "binary": False, "frame_extra": None}
 
 
 def bench_metrics(n: int, rounds: int) -> None:
@@ -341,7 +389,7 @@ def bench_gc(n: int, rounds: int) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", default="serde,metrics,gc")
+    parser.add_argument("--sections", default="serde,mapping,metrics,gc")
     parser.add_argument("--n", type=int, default=100_000, help="records per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", default="kafka-python,confluent-kafka",
@@ -352,7 +400,7 @@ def main() -> int:
     args = parser.parse_args()
     sections: dict[str, Callable[[int, int], None]] = {
         "serde": bench_serde, "metrics": bench_metrics, "producers": bench_producers,
-        "gc": bench_gc,
+        "mapping": bench_mapping, "gc": bench_gc,
         "pipeline": lambda n, rounds: bench_pipeline(n, rounds, args.clients.split(","),
                                                      args.profile, args.headers.split(","))}
     for name in args.sections.split(","):
