@@ -210,7 +210,11 @@ class KafkaConfig:
     producer: dict[str, Any] = field(default_factory=dict, metadata=doc(
         "Producer settings under the chosen client's names: kafka-python's (acks, "
         "compression_type, linger_ms, batch_size, ...) or librdkafka's (acks, "
-        "compression.type, linger.ms, ...). Defaults: acks=all, idempotence on, lz4.",
+        "compression.type, linger.ms, ...). Defaults: acks=all, idempotence on, lz4, and no "
+        "delivery deadline (kafka-python `delivery_timeout_ms` 2147483647, librdkafka "
+        "`message.timeout.ms` 0), as Kafka Connect: records wait out a broker outage and "
+        "only `max_pending_records` bounds them. Set a deadline to dead-letter records "
+        "older than it instead.",
         example={"linger_ms": 20, "compression_type": "gzip"}))
     headers: Literal["full", "minimal"] = field(default="full", metadata=doc(
         "Record headers. `full`: `bybit.stream`, `bybit.topic`, `bybit.received_ms` and the "
