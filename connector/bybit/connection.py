@@ -402,6 +402,7 @@ class Connection:
     def _close(self, reason: str) -> None:
         was_up = self._ws is not None
         self._set_up(False)
+        self._m_read_lag.set(0)  # nothing is read behind a closed socket
         self._subs.close()
         if self._ws is not None:
             try:
