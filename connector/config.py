@@ -147,7 +147,9 @@ class BybitConfig:
     ping_interval_seconds: float = field(default=20.0, metadata=doc(
         "How often to send `{\"ping\"}`; Bybit asks for 20 s.", maximum=MAX_SECONDS))
     pong_timeout_seconds: float = field(default=10.0, metadata=doc(
-        "A ping without pong for this long recycles the connection.", maximum=MAX_SECONDS))
+        "A ping without pong, and no other frame read either, for this long recycles the "
+        "connection. Any frame read proves the connection alive, so a connector reading "
+        "behind its socket is not disconnected for it.", maximum=MAX_SECONDS))
     ack_timeout_seconds: float = field(default=10.0, metadata=doc(
         "A subscribe without acknowledgement for this long is reported and retried.",
         maximum=MAX_SECONDS))
