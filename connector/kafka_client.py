@@ -12,6 +12,7 @@ from kafka.errors import KafkaError
 from kafka.partitioner.abc import Partitioner
 from kafka.partitioner.default import DefaultPartitioner, murmur2
 
+from connector import kafka_probe
 from connector.config import KafkaConfig
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,9 @@ def ensure_topics(config: KafkaConfig, topics: list[str], create: bool = True,
     Best effort: where the connector may not create topics (ACLs), it logs
     and relies on topics provisioned by other means. Returns those created.
     With ``bootstrap_timeout`` it is also the start-up reachability probe:
-    no broker answering within that many seconds raises ``DeliveryError``.
+    no broker answering within that many seconds raises ``DeliveryError``,
+    and one that answers but refuses these security settings raises
+    ``KafkaAccessError`` naming why (see ``kafka_probe``).
     """
     from kafka.admin import KafkaAdminClient, NewTopic
 
@@ -106,7 +109,7 @@ def ensure_topics(config: KafkaConfig, topics: list[str], create: bool = True,
                 if k in KafkaAdminClient.DEFAULT_CONFIG}
     if bootstrap_timeout is not None:
         settings["bootstrap_timeout_ms"] = int(bootstrap_timeout * 1000)
-        tcp_probe(config.bootstrap_servers, bootstrap_timeout)
+        kafka_probe.probe(config, bootstrap_timeout)
     try:
         admin = KafkaAdminClient(**settings)
     except KafkaError as exc:
