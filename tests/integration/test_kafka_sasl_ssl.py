@@ -102,8 +102,9 @@ def wait(cond: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def start_run(config: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "connector", "run", "--config", str(config)],
+def start_run(config: Path, *options: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "connector", *options, "run", "--config",
+                             str(config)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -127,7 +128,8 @@ def test_run_delivers_over_sasl_ssl_and_consume_reads_back(
     config = write_config(tmp_path, exchange, broker.sasl_bootstrap_servers, client,
                           sasl_ssl(broker, password_file(tmp_path, broker.password),
                                    broker.tls.ca_file), prefix, port)
-    proc = start_run(config)
+    # DEBUG: the Kafka clients' own logs too.
+    proc = start_run(config, "--log-level", "DEBUG")
     try:
         wait(lambda: readyz(port)[0] == 200, 60, "/readyz 200 over SASL_SSL")
         body = wait(lambda: (lambda b: b if b["kafka"].get("seconds_since_last_ack")
