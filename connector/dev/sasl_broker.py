@@ -3,8 +3,9 @@
 ``SaslSslBroker`` is a ``KafkaBroker`` (its PLAINTEXT listener stays, for
 tools and the inter-broker link) plus a SASL_SSL listener on its own port:
 TLS with a throw-away CA made at start (``tls.py``) and one SCRAM-SHA-512
-user. Clients connect with ``bootstrap_servers=sasl_bootstrap_servers``,
-``ssl_cafile=tls.ca_file`` and ``username`` / ``password``.
+user (who may also log in with SCRAM-SHA-256 or PLAIN). Clients connect
+with ``bootstrap_servers=sasl_bootstrap_servers``, ``ssl_cafile=tls.ca_file``
+and ``username`` / ``password``.
 
 The user is created through the admin API once the broker answers, then
 start waits until a SCRAM login over TLS succeeds, so a test never meets a
@@ -15,12 +16,14 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any
+from typing import Any, Final
 
 from connector.dev.kafka_broker import KafkaBroker, free_port, port_in_use
 from connector.dev.tls import ServerTls, make_server_tls
 
-MECHANISM = "SCRAM-SHA-512"
+MECHANISM: Final = "SCRAM-SHA-512"
+# Also enabled, for the same user and password: the start-up probe's other logins.
+OTHER_MECHANISMS = ("SCRAM-SHA-256", "PLAIN")
 
 
 class SaslSslBroker(KafkaBroker):
@@ -51,10 +54,15 @@ class SaslSslBroker(KafkaBroker):
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{plain},SASL_SSL://127.0.0.1:{sasl}",
             "listener.security.protocol.map":
                 "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL",
-            "sasl.enabled.mechanisms": MECHANISM,
-            f"{prefix}sasl.enabled.mechanisms": MECHANISM,
-            f"{prefix}{MECHANISM.lower()}.sasl.jaas.config":
+            "sasl.enabled.mechanisms": ",".join((MECHANISM, *OTHER_MECHANISMS)),
+            f"{prefix}sasl.enabled.mechanisms": ",".join((MECHANISM, *OTHER_MECHANISMS)),
+            f"{prefix}scram-sha-512.sasl.jaas.config":
                 "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            f"{prefix}scram-sha-256.sasl.jaas.config":
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            f"{prefix}plain.sasl.jaas.config":
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'user_{self.username}="{self.password}";',
             f"{prefix}ssl.keystore.type": "PEM",
             f"{prefix}ssl.keystore.location": str(store),
             f"{prefix}ssl.client.auth": "none",
@@ -91,24 +99,38 @@ class SaslSslBroker(KafkaBroker):
 
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
         try:
-            admin.alter_user_scram_credentials([UserScramCredentialUpsertion(
-                self.username, ScramMechanism.SCRAM_SHA_512, self.password)])
+            # One mechanism per request: Kafka refuses a user altered twice in one.
+            for mechanism in (ScramMechanism.SCRAM_SHA_512, ScramMechanism.SCRAM_SHA_256):
+                errors = admin.alter_user_scram_credentials([UserScramCredentialUpsertion(
+                    self.username, mechanism, self.password)])
+                if errors.get(self.username):
+                    raise RuntimeError(f"adding SCRAM user {self.username} ({mechanism.name}): "
+                                       f"{errors[self.username]}")
         finally:
             admin.close()
 
     def _await_login(self, timeout: float = 30.0) -> None:
         """Until a SCRAM login over TLS succeeds (the credential reaches the
         listener a moment after the controller commits it)."""
-        from kafka import KafkaAdminClient
-        from kafka.errors import KafkaError
+        from connector.config import KafkaConfig, KafkaSecurity, Secret
+        from connector.errors import DeliveryError
+        from connector.kafka_probe import probe
 
+        assert self.tls is not None
+        config = KafkaConfig(bootstrap_servers=[self.sasl_bootstrap_servers],
+                             security=KafkaSecurity(
+                                 security_protocol="SASL_SSL", sasl_mechanism=MECHANISM,
+                                 sasl_plain_username=self.username,
+                                 sasl_plain_password=Secret(self.password),
+                                 ssl_cafile=str(self.tls.ca_file)))
         deadline = time.monotonic() + timeout
         while True:
             try:
-                KafkaAdminClient(**self.client_settings(), request_timeout_ms=3000).close()
+                probe(config, 3.0)
                 return
-            except KafkaError as exc:
+            except DeliveryError as exc:
                 if time.monotonic() >= deadline:
                     raise RuntimeError(f"no SCRAM login over TLS on {self.sasl_bootstrap_servers}"
-                                       f" within {timeout:.0f} s: {exc}") from exc
+                                       f" within {timeout:.0f} s: {exc}\n"
+                                       + self.log_tail()) from exc
                 time.sleep(0.2)

@@ -25,10 +25,13 @@ from typing import Any
 
 import pytest
 
+from connector.config import KafkaConfig, KafkaSecurity, Secret
 from connector.dev.kafka_broker import free_port
 from connector.dev.sasl_broker import SaslSslBroker
 from connector.dev.tls import make_ca
+from connector.errors import KafkaAccessError
 from connector.exchange import ExchangeServer
+from connector.kafka_probe import probe
 from connector.producers import CLIENTS
 
 pytestmark = pytest.mark.integration
@@ -206,3 +209,35 @@ def test_refused_settings_are_named_once_without_a_retry_storm(
     assert len([line for line in out.splitlines() if "WARNING" in line or "ERROR" in line]) \
         == 1, out
     assert broker.password not in out
+
+
+def security(broker: SaslSslBroker, **overrides: Any) -> KafkaSecurity:
+    assert broker.tls is not None
+    settings: dict[str, Any] = {
+        "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": broker.username, "sasl_plain_password": Secret(broker.password),
+        "ssl_cafile": str(broker.tls.ca_file)}
+    return KafkaSecurity(**{**settings, **overrides})
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"])
+def test_probe_logs_in_with_each_mechanism_and_names_a_refusal(broker: SaslSslBroker,
+                                                                mechanism: str) -> None:
+    address = [broker.sasl_bootstrap_servers]
+    probe(KafkaConfig(bootstrap_servers=address,
+                      security=security(broker, sasl_mechanism=mechanism)), 5.0)
+    wrong = security(broker, sasl_mechanism=mechanism, sasl_plain_password=Secret("nope-nope"))
+    with pytest.raises(KafkaAccessError, match=rf"SASL {mechanism} login of user 'connector'"
+                                               r".* refused") as caught:
+        probe(KafkaConfig(bootstrap_servers=address, security=wrong), 5.0)
+    assert "nope-nope" not in str(caught.value)
+
+
+def test_probe_names_tls_and_sasl_spoken_to_a_plaintext_listener(broker: SaslSslBroker) -> None:
+    address = [broker.bootstrap_servers]  # the PLAINTEXT listener
+    with pytest.raises(KafkaAccessError, match=r"TLS handshake with Kafka at .* is it a TLS"):
+        probe(KafkaConfig(bootstrap_servers=address, security=security(broker)), 5.0)
+    with pytest.raises(KafkaAccessError, match="SCRAM-SHA-512 login"):
+        probe(KafkaConfig(bootstrap_servers=address,
+                          security=security(broker, security_protocol="SASL_PLAINTEXT")), 5.0)
+    probe(KafkaConfig(bootstrap_servers=address), 5.0)  # and plaintext is let in
