@@ -160,7 +160,9 @@ rootLogger.appenderRef.file.ref = FILE
         self.check_ports_free()
         props = self._write_config()
         if not (self._dir / "data" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            # A preset id: a node joining a multi-node cluster (``kafka_cluster.py``).
+            cluster_id = self.cluster_id or base64.urlsafe_b64encode(
+                uuid.uuid4().bytes).decode().rstrip("=")
             self.cluster_id = cluster_id
             fmt = subprocess.run(
                 self._java_cmd("kafka.tools.StorageTool", "format", "-t", cluster_id,
