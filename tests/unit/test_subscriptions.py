@@ -109,6 +109,28 @@ def test_resubscribe_returns_unsubscribe_then_subscribe_and_swallows_its_ack() -
     assert subs.take_resubscribes() == ([], [])
 
 
+def test_repeated_resubscribes_of_one_topic_back_off() -> None:
+    """A book whose every snapshot fails must not make us hammer Bybit: the
+    first restart is at once, one within ``retry_max`` of the last waits
+    ``retry_initial``, doubling; a quiet ``retry_max`` resets it."""
+    clock = Clock()
+    subs = v5_book(("BTCUSDT", "ETHUSDT"), clock)
+    started(subs)
+    pair = ("publicTrade", "BTCUSDT")
+    due_at = []
+    for _ in range(6):
+        subs.resubscribe(pair)
+        while not subs.take_resubscribes()[1]:
+            clock.now += 0.25
+        due_at.append(clock.now)
+    assert [b - a for a, b in zip(due_at, due_at[1:], strict=False)] == [1.0, 2.0, 4.0, 8.0, 8.0]
+    subs.resubscribe(("publicTrade", "ETHUSDT"))  # another topic: its own schedule
+    assert len(subs.take_resubscribes()[1]) == 1
+    clock.now += 8.0 + 8.0  # quiet for retry_max since the last restart
+    subs.resubscribe(pair)
+    assert len(subs.take_resubscribes()[1]) == 1
+
+
 def test_close_makes_everything_pending() -> None:
     clock = Clock()
     subs = v5_book(("BTCUSDT",), clock)
