@@ -4,6 +4,7 @@ ack timeouts, implicit acks, resubscribes; legacy matching by topic/symbol."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 from connector.bybit.family import AckInfo, LegacyFamily
@@ -123,7 +124,7 @@ def test_repeated_resubscribes_of_one_topic_back_off() -> None:
         while not subs.take_resubscribes()[1]:
             clock.now += 0.25
         due_at.append(clock.now)
-    assert [b - a for a, b in zip(due_at, due_at[1:], strict=False)] == [1.0, 2.0, 4.0, 8.0, 8.0]
+    assert [b - a for a, b in itertools.pairwise(due_at)] == [1.0, 2.0, 4.0, 8.0, 8.0]
     subs.resubscribe(("publicTrade", "ETHUSDT"))  # another topic: its own schedule
     assert len(subs.take_resubscribes()[1]) == 1
     clock.now += 8.0 + 8.0  # quiet for retry_max since the last restart
