@@ -204,6 +204,10 @@ class Pipeline:
             self._lost.setdefault((ref.stream, ref.topic_id, ref.symbol),
                                   (ref.marker or reason, ref))
 
+    def lost_pending(self) -> int:
+        """Books with a refused record not answered yet (each waits for its next frame)."""
+        return len(self._lost)
+
     def _write_market(self, route: Route, data: MarketData) -> None:
         try:
             recs = route.mapper(data)

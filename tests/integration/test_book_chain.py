@@ -166,19 +166,19 @@ def test_a_book_record_kafka_refuses_is_followed_by_a_delivery_failed_marker(
         big = [[f"{i}.00", os.urandom(16).hex()] for i in range(2, 1000)]
         pipe.handle(_frame("delta", 11, big))
         u = 12
-        while not pipe._lost and u < 400:  # the watchdog reports the refusal
+        while not pipe.lost_pending() and u < 400:  # the watchdog reports the refusal
             pipe.handle(_frame("delta", u, [["1.00", str(u)]]))
             u += 1
             time.sleep(0.02)
-        assert pipe._lost, "the refused record was reported"
+        assert pipe.lost_pending(), "the refused record was reported"
         for _ in range(40):  # answer it (and a marker refused in turn) on the next frames
             pipe.handle(_frame("delta", u, [["1.00", str(u)]]))
             u += 1
             assert sink.flush(30) == 0
             time.sleep(0.7)  # the watchdog reports within 0.5 s
-            if not pipe._lost:
+            if not pipe.lost_pending():
                 break
-        assert not pipe._lost
+        assert not pipe.lost_pending()
         assert asked == [("v5", "orderbook.50", "BTCUSDT")]  # one resubscribe
         assert resyncs(50, "delivery_failed") >= before + 1
     messages = read_all(kafka_broker.bootstrap_servers, [topic, f"{prefix}.dead-letter"],
