@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from connector.bybit.events import Stamp, V5Data
 
@@ -46,7 +46,6 @@ Verdict = Literal["ok", "stale", "gap", "out_of_order", "before_snapshot"]
 RESYNC: frozenset[str] = frozenset({"gap", "out_of_order"})
 # Why a written book frame was not followed by its successor: ``break_chain`` reasons.
 LOST_REASONS = ("dead_letter", "dropped", "delivery_failed")
-SIDES = ("b", "a")  # Bybit's bid and ask keys; both on every book frame
 # The book topic named by a frame too broken to decode (a prefix is enough).
 _TOPIC = re.compile(rb'"topic"\s*:\s*"(orderbook\.[0-9a-z]+)\.([0-9A-Za-z_-]{1,40})"')
 
@@ -136,9 +135,11 @@ class BookTracker:
 
 def missing_side(item: dict[str, Any]) -> str | None:
     """The side key (``b`` or ``a``) a book frame lacks or holds as no list, else None."""
-    for side in SIDES:
-        if not isinstance(item.get(side), list):
-            return side
+    # Exact types, as json.loads makes them: this runs for every book frame.
+    if type(item.get("b")) is not list:
+        return "b"
+    if type(item.get("a")) is not list:
+        return "a"
     return None
 
 
@@ -151,9 +152,10 @@ def book_in_raw(raw: bytes) -> tuple[str, str] | None:
     return found.group(1).decode(), found.group(2).decode()
 
 
-@dataclass(frozen=True, slots=True)
-class BookRef:
-    """Which book record a sent record is, should Kafka refuse it later.
+class BookRef(NamedTuple):
+    """Which book record a sent record is, should Kafka refuse it later (a
+    NamedTuple: one is made per book record, and it is cheaper than a frozen
+    dataclass).
 
     On a marker, ``marker`` is its reason and the ids are those it names."""
 

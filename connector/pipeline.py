@@ -234,11 +234,14 @@ class Pipeline:
             return
         if self._lost:
             self._answer_lost(route, data)
-        reason = self._check_book(route, data)
+        item = data.items[0] if data.items else {}
+        u, seq = item.get("u"), item.get("seq")
+        if not isinstance(seq, int):
+            seq = None
+        reason = self._check_book(route, data, u, seq)
         if reason is None:
             return
         # From here on the frame is part of the chain: not writing it breaks the chain.
-        item = data.items[0] if data.items else {}
         side = missing_side(item)
         try:
             if side is not None:
@@ -253,29 +256,25 @@ class Pipeline:
         if reason:
             for rec in recs:
                 rec["resync_reason"] = reason
-        u, seq = item.get("u"), item.get("seq")
         ref = BookRef(data.stream, data.topic_id, data.symbol, u if isinstance(u, int) else 0,
-                      seq if isinstance(seq, int) else None)
+                      seq)
         lost = self._send(route, recs, None, route.headers_for(data.stamp), data.stamp.mono_ns,
                           data.stamp.wall_ms, data.raw, data.ts, ref)
         if lost:
             self._chain_broken(route, data, lost)
 
-    def _check_book(self, route: Route, data: V5Data) -> str | None:
-        """Continuity of a v5 book frame. Returns None when the frame is not to
-        be written (dropped, or replaced by a marker), else the resync reason
-        its snapshot carries ("" for none)."""
-        item = data.items[0] if data.items else {}
-        u, seq = item.get("u"), item.get("seq")
+    def _check_book(self, route: Route, data: V5Data, u: Any, seq: int | None) -> str | None:
+        """Continuity of a v5 book frame (``u``, ``seq``: its ids as sent).
+        Returns None when the frame is not to be written (dropped, or replaced
+        by a marker), else the resync reason its snapshot carries ("" for none)."""
         if not isinstance(u, int):
             return ""  # the mapper dead-letters a book frame without an update id
-        verdict = self._books.check(data.topic_id, data.symbol, data.type == "snapshot", u,
-                                    seq if isinstance(seq, int) else None)
+        verdict = self._books.check(data.topic_id, data.symbol, data.type == "snapshot", u, seq)
         if verdict == "ok":
             return self._books.take_reason(data.topic_id, data.symbol) or ""
         if verdict in RESYNC:
-            self._resync(route, data.stream, data.topic_id, data.symbol, verdict, u,
-                         seq if isinstance(seq, int) else None, data.ts, data.stamp)
+            self._resync(route, data.stream, data.topic_id, data.symbol, verdict, u, seq,
+                         data.ts, data.stamp)
         else:
             metrics.book_deltas_dropped_total.labels(data.stream, data.topic_id, verdict).inc()
         return None
