@@ -46,7 +46,7 @@ UNDECODABLE_REASONS = (
 DEAD_LETTER_REASONS = ("undecodable_frame", "mapping_failed", "serialization_failed",
                        "delivery_failed")
 DROP_REASONS = ("buffer_full", "dead_letter_failed", "shutdown_timeout")
-BOOK_RESYNC_REASONS = ("gap", "out_of_order")
+BOOK_RESYNC_REASONS = ("gap", "out_of_order", "dead_letter", "dropped", "delivery_failed")
 BOOK_DROP_REASONS = ("stale", "before_snapshot")
 KAFKA_ERROR_REASONS = ("timeout", "record_too_large", "authorization_failed", "unknown_topic",
                        "network", "other")

@@ -206,6 +206,7 @@ class Connector:
         seed_dedup(self.config, routes)
         self.pipeline = Pipeline(routes, self.sink)
         self.pipeline.resubscribe = self._resubscribe
+        self.sink.on_lost = self.pipeline.record_lost  # book records Kafka refused: resync
         # -- scale-out (connector/coordination.py): with `coordination` set, Kafka's
         # consumer group decides which shards this replica streams; the coordinator
         # builds, starts and stops their connections.
