@@ -141,12 +141,22 @@ def _print_plan(config: Config, as_json: bool) -> None:
     print(f"dead letters -> {config.kafka.dead_letter_topic}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args_list = list(sys.argv[1:] if argv is None else argv)
+def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The parsed arguments and those left for ``exchange``'s own parser.
+
+    Exits with 2 and a usage line on a bad command line (as argparse does).
+    Options of the program itself (``--log-level``, ``--log-format``) come
+    before the command.
+    """
     parser = build_parser()
-    args, rest = parser.parse_known_args(args_list)
+    args, rest = parser.parse_known_args(list(argv))
     if args.command != "exchange" and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args, rest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, rest = parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging(args.log_level, args.log_format)
     if args.command == "exchange":
         # Imports nothing of the server (nor websockets) until its arguments are parsed,
