@@ -298,8 +298,9 @@ class Connector:
                      "attempts": self.kafka_attempts}
             if self.kafka_error:
                 kafka["last_error"] = self.kafka_error
-        conns = [{"name": c.name, "up": c.is_up, "subscribed": c.all_subscribed,
-                  "last_error": c.last_error} for c in self._connections()]
+        conns = [{"name": c.name, "url": c.settings.url, "up": c.is_up,
+                  "subscribed": c.all_subscribed, "last_error": c.last_error}
+                 for c in self._connections()]
         ready = (bool(kafka["ready"]) and bool(conns)
                  and all(c["up"] and c["subscribed"] for c in conns))
         body: dict[str, Any] = {"ready": ready, "kafka": kafka, "connections": conns}
@@ -315,7 +316,8 @@ class Connector:
         self._stopped = True
         if self.coordinator is not None:  # scale-out: stop shards, flush, leave the group
             self.coordinator.stop()
-        log.info("stopping: closing %d connections", len(self.connections))
+        if self.connections:  # nothing to announce when start failed before any
+            log.info("stopping: closing %d connections", len(self.connections))
         threads = [threading.Thread(target=c.stop, name=f"stop-{c.name}")
                    for c in self.connections]
         for t in threads:
