@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -106,13 +107,17 @@ def plan(config: Config) -> dict[str, object]:
             "stream": s.stream, "bybit_topic": s.topic_id, "symbols": s.symbols,
             "binary": s.binary, "kafka_topic": config.kafka_topic(s), "schema": s.spec.kind,
         })
-    from connector.service import plan_groups, subscriptions_by_stream
+    from connector.service import plan_groups, stream_url, subscriptions_by_stream
 
     cap = config.bybit.max_subscriptions_per_connection
+    by_stream = subscriptions_by_stream(config)
     connections = {stream: len(plan_groups(stream, subs, cap))
-                   for stream, subs in subscriptions_by_stream(config).items()}
+                   for stream, subs in by_stream.items()}
+    # `network` matters only for streams without a URL of their own.
+    by_network = [s for s in by_stream if not config.bybit.urls.for_stream(s)]
     return {
-        "network": config.bybit.network,
+        "network": config.bybit.network if by_network else None,
+        "urls": {stream: stream_url(config, stream) for stream in by_stream},
         "connections": connections,
         "subscriptions": subs,
         "kafka": {"bootstrap_servers": config.kafka.bootstrap_servers,
@@ -127,8 +132,12 @@ def _print_plan(config: Config, as_json: bool) -> None:
         print(json.dumps(p, indent=2))
         return
     conns = ", ".join(f"{stream}: {n}" for stream, n in p["connections"].items())  # type: ignore[attr-defined]
-    print(f"config OK — network {p['network']}, connections {conns}, "
-          f"serialization {p['serialization']}")
+    print(f"config OK — connections {conns}, serialization {p['serialization']}")
+    for stream, url in p["urls"].items():  # type: ignore[attr-defined]
+        source = "bybit.urls" if config.bybit.urls.for_stream(stream) else \
+            f"network {p['network']}"
+        print(f"bybit {stream} -> {url} ({source})")
+    print(f"kafka -> {','.join(config.kafka.bootstrap_servers)}")
     rows = [("stream", "bybit topic", "symbols", "kafka topic", "schema")]
     for s in p["subscriptions"]:  # type: ignore[attr-defined]
         symbols = ",".join(s["symbols"]) or "(account)"
@@ -156,6 +165,16 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (`validate --json | head`): no traceback. Python's
+        # own flush at exit would fail again, so stdout goes to /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_RUNTIME
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args, rest = parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging(args.log_level, args.log_format)
     if args.command == "exchange":

@@ -79,7 +79,8 @@ def serializer_factory(config: Config) -> Callable[[str, str], Serializer]:
 PRIVATE_STREAMS = ("private", "v5-private")
 
 
-def _url(config: Config, stream: str) -> str:
+def stream_url(config: Config, stream: str) -> str:
+    """The WebSocket URL a stream connects to: ``bybit.urls`` if set, else the network's."""
     bybit = config.bybit
     configured = bybit.urls.for_stream(stream)
     if configured:
@@ -119,7 +120,7 @@ def build_connections(config: Config, on_event: Callable[[Any], None],
     creds = bybit.credentials
     out = []
     for stream, subs in subscriptions_by_stream(config).items():
-        url = _url(config, stream)
+        url = stream_url(config, stream)
         private = stream in PRIVATE_STREAMS
         groups = plan_groups(stream, subs, bybit.max_subscriptions_per_connection)
         for i, group in enumerate(groups):
