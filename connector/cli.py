@@ -89,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     consume.add_argument("--from-beginning", action="store_true",
                          help="start at the oldest message (default: only new ones)")
     consume.add_argument("--max-messages", type=int, help="stop after N messages")
-    consume.add_argument("--timeout", type=float, help="stop after S seconds without a message")
+    consume.add_argument("--timeout", type=float,
+                         help="stop after S seconds without a message (default: never; "
+                              "5 with --max-messages)")
 
     sub.add_parser("schema", help="print the JSON Schema of the config file",
                    description="Print the JSON Schema that config files are validated against.")
