@@ -300,7 +300,10 @@ class SerializationConfig:
 @dataclass(frozen=True)
 class MetricsConfig:
     enabled: bool = field(default=True, metadata=doc("Serve /metrics, /healthz, /readyz."))
-    host: str = field(default="0.0.0.0", metadata=doc("Listen address."))
+    host: str = field(default="0.0.0.0", metadata=doc(
+        "Listen address. The default, 0.0.0.0, is every interface: what Prometheus and "
+        "Kubernetes probes need in a pod. 127.0.0.1 keeps the endpoints local to the host.",
+        example="127.0.0.1"))
     port: int = field(default=9102, metadata=doc(
         "Listen port (0: any free port, for tests).", minimum=0, maximum=PORT_MAX))
 

@@ -22,18 +22,16 @@ CLI: ``python -m connector.dev.kafka_cluster run [--nodes 3]``.
 from __future__ import annotations
 
 import argparse
-import base64
 import logging
 import signal
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from connector.dev.kafka_broker import KAFKA_VERSION, KafkaBroker
+from connector.dev.kafka_broker import KAFKA_VERSION, KafkaBroker, new_cluster_id
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +94,7 @@ class KafkaCluster:
         min_isr = str(max(1, min(3, nodes) - 1))
         voters = ",".join(f"{i}@127.0.0.1:{n.controller_port}"
                           for i, n in enumerate(self.nodes, start=1))
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         for node_id, node in enumerate(self.nodes, start=1):
             node.cluster_id = cluster_id
             # Written after the single-node settings, so these win.

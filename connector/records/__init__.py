@@ -39,7 +39,12 @@ _CHECKOUT = Path(__file__).resolve().parents[2] / "avro"  # a source checkout
 
 
 def schema_dir() -> Path:
-    return _CHECKOUT if _CHECKOUT.is_dir() else _PACKAGED
+    """The folder of ``.avsc`` files: the package's own when installed from a wheel.
+
+    The packaged folder is looked for first: next to an installed package,
+    ``<site-packages>/avro`` is another distribution (Apache Avro's), not ours.
+    """
+    return _PACKAGED if _PACKAGED.is_dir() else _CHECKOUT
 
 
 @functools.cache
