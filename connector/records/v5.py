@@ -82,29 +82,35 @@ def _envelope_reader(kind: str, schema: dict[str, Any],
             avro_type = next(t for t in avro_type if t != "null")
         if isinstance(avro_type, dict):
             avro_type = avro_type["type"]
-        check = exact_str if avro_type == "string" else exact_long
+        check, same = (exact_str, str) if avro_type == "string" else (exact_long, int)
+        # 0 required, 1 nullable, 2 nullable and counted when missing (as in row_mapper)
         counted = bool(field.get("bybit_expected")) and on_missing is not None
-        fields.append((field["name"], key, _FRAME_ATTRS[key], check, nullable, counted))
+        fields.append((field["name"], key, _FRAME_ATTRS[key], check, same,
+                       (2 if counted else 1) if nullable else 0))
     # Envelope keys a record holds in fields of its own (books: `type` is among them).
     known = frozenset({"topic", "data"} | {key for _, key, *_ in fields})
-    n_known = len(known)
+    is_known = known.issuperset
 
     def read(data: V5Data, out: dict[str, Any]) -> None:
         frame = data.frame
         unread: set[str] | None = None  # known keys whose value the decoder could not take
-        for name, key, attr, check, nullable, counted in fields:
+        for name, key, attr, check, same, nullable in fields:
             value = getattr(data, attr)
-            if value is None:
+            if type(value) is same:  # the usual case: no call
+                pass
+            elif value is None:
                 if not nullable:
                     raise MappingError(kind, name, f"Bybit frame field {key!r} is missing")
                 if frame.get(key) is not None:  # e.g. an `id` sent as a number: keep it
                     unread = (unread or set()) | {key}
-                elif counted:
+                elif nullable == 2:
                     on_missing(name)  # type: ignore[misc]
             else:
                 map_value(kind, name, f"Bybit frame field {key!r}", check, value)
             out[name] = value
-        if unread or len(frame) > n_known or not known.issuperset(frame):
+        if unread is None and is_known(frame):
+            out["frame_extra"] = None
+        else:
             keep = known - (unread or set())
             try:
                 out["frame_extra"] = {k: json.dumps(v) for k, v in frame.items()
@@ -112,8 +118,6 @@ def _envelope_reader(kind: str, schema: dict[str, Any],
             except RecursionError:
                 raise MappingError(kind, "frame_extra", "a frame field Bybit added is nested "
                                                         "too deeply to keep as JSON") from None
-        else:
-            out["frame_extra"] = None
 
     return read
 
