@@ -34,8 +34,8 @@ from connector.records.mapping import (
 )
 from connector.topics import LEGACY_STREAMS, TOPICS, V5_STREAMS
 
-__all__ = ["MAPPERS", "PRIVATE_KINDS", "MappingError", "load_schema", "record_key",
-           "repeated_fields", "resync_marker"]
+__all__ = ["MAPPERS", "PRIVATE_KINDS", "MappingError", "expected_paths", "load_schema",
+           "record_key", "repeated_fields", "resync_marker"]
 
 _PACKAGED = Path(__file__).resolve().parent.parent / "avro"  # inside an installed wheel
 _CHECKOUT = Path(__file__).resolve().parents[2] / "avro"  # a source checkout
@@ -217,8 +217,9 @@ def record_key(kind: str, record: dict[str, Any]) -> bytes:
     ``outboundAccountInfo`` has no symbol; its key is the first asset of the
     change (balance updates of one asset stay in order). v5 orders and fills
     are keyed by ``order_id`` (an order's updates and fills stay in order),
-    the v5 wallet by ``account_type``, or by its topic (``wallet``) when Bybit
-    sends none (classic accounts): one account's rows then share a partition.
+    the v5 wallet by ``account_type``, or by its topic (``wallet``) for a row
+    without one (some wallet frames carry none): an account's rows then still
+    share a partition.
     """
     field = v5.KEY_FIELDS.get(kind)
     if field is not None:
