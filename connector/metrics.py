@@ -206,6 +206,13 @@ unrouted_events_total = Counter(
     "count as topic=\"(unknown)\".",
     ["stream", "topic"],
 )
+record_fields_missing_total = Counter(
+    f"{PREFIX}_record_fields_missing_total",
+    "Fields Bybit documents as always sent that a frame left out (the record was written "
+    "with null there). Labels come from the schema: topic_kind (e.g. v5_wallet) and the "
+    "field's path (e.g. coins.usd_value), never from the frame.",
+    ["topic_kind", "field"],
+)
 
 book_resyncs_total = Counter(
     f"{PREFIX}_book_resyncs_total",
