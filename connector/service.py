@@ -80,7 +80,8 @@ def serializer_factory(config: Config) -> Callable[[str, str], Serializer]:
 PRIVATE_STREAMS = ("private", "v5-private")
 
 
-def _url(config: Config, stream: str) -> str:
+def stream_url(config: Config, stream: str) -> str:
+    """The WebSocket URL a stream connects to: ``bybit.urls`` if set, else the network's."""
     bybit = config.bybit
     configured = bybit.urls.for_stream(stream)
     if configured:
@@ -120,7 +121,7 @@ def build_connections(config: Config, on_event: Callable[[Any], None],
     creds = bybit.credentials
     out = []
     for stream, subs in subscriptions_by_stream(config).items():
-        url = _url(config, stream)
+        url = stream_url(config, stream)
         private = stream in PRIVATE_STREAMS
         groups = plan_groups(stream, subs, bybit.max_subscriptions_per_connection)
         for i, group in enumerate(groups):
@@ -207,6 +208,7 @@ class Connector:
         seed_dedup(self.config, routes)
         self.pipeline = Pipeline(routes, self.sink)
         self.pipeline.resubscribe = self._resubscribe
+        self.sink.on_lost = self.pipeline.record_lost  # book records Kafka refused: resync
         # -- scale-out (connector/coordination.py): with `coordination` set, Kafka's
         # consumer group decides which shards this replica streams; the coordinator
         # builds, starts and stops their connections.
@@ -309,8 +311,9 @@ class Connector:
                      "attempts": self.kafka_attempts}
             if self.kafka_error:
                 kafka["last_error"] = self.kafka_error
-        conns = [{"name": c.name, "up": c.is_up, "subscribed": c.all_subscribed,
-                  "last_error": c.last_error} for c in self._connections()]
+        conns = [{"name": c.name, "url": c.settings.url, "up": c.is_up,
+                  "subscribed": c.all_subscribed, "last_error": c.last_error}
+                 for c in self._connections()]
         ready = (bool(kafka["ready"]) and bool(conns)
                  and all(c["up"] and c["subscribed"] for c in conns))
         body: dict[str, Any] = {"ready": ready, "kafka": kafka, "connections": conns}
@@ -326,7 +329,8 @@ class Connector:
         self._stopped = True
         if self.coordinator is not None:  # scale-out: stop shards, flush, leave the group
             self.coordinator.stop()
-        log.info("stopping: closing %d connections", len(self.connections))
+        if self.connections:  # nothing to announce when start failed before any
+            log.info("stopping: closing %d connections", len(self.connections))
         threads = [threading.Thread(target=c.stop, name=f"stop-{c.name}")
                    for c in self.connections]
         for t in threads:
