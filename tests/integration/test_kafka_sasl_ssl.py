@@ -6,7 +6,8 @@ password read from ``sasl_plain_password_file`` and ``consume --config``
 reads the records back; a wrong password, a CA that did not sign the
 broker's certificate, and a plaintext client on the TLS port each give one
 log line naming the cause, ``/readyz`` 503 saying it, a bounded number of
-attempts (counted on the broker's side too), and never the secret.
+attempts (counted on the broker's side too), and never the secret; ``consume``
+with the same settings prints that cause as its one error line.
 """
 
 from __future__ import annotations
@@ -209,6 +210,15 @@ def test_refused_settings_are_named_once_without_a_retry_storm(
     assert len([line for line in out.splitlines() if "WARNING" in line or "ERROR" in line]) \
         == 1, out
     assert broker.password not in out
+    # consume --config with the same settings: one error line naming the cause, exit 1.
+    started = time.monotonic()
+    consumed = subprocess.run(
+        [sys.executable, "-m", "connector", "consume", "--config", str(config), "--topic",
+         "any", "--timeout", "1"], capture_output=True, text=True, timeout=120)
+    assert consumed.returncode == 1, consumed
+    assert consumed.stderr.splitlines() == [consumed.stderr.strip()], consumed.stderr
+    assert cause in consumed.stderr and broker.password not in consumed.stderr
+    assert time.monotonic() - started < 15
 
 
 def security(broker: SaslSslBroker, **overrides: Any) -> KafkaSecurity:
