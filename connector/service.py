@@ -5,11 +5,11 @@ Start: metrics/health listener → Kafka (retried with backoff until a broker
 answers, one log line per attempt naming the bootstrap address, or one line
 in all naming the cause when a broker answers but refuses the TLS or SASL
 settings; liveness stays 200 and /readyz says why it is 503 meanwhile;
-SIGTERM ends the wait at once) → Kafka sink (+ schema registry ids) → de-duplication memory seeded
-from Kafka → pipeline → WebSocket connections. No WebSocket opens before
-Kafka answers, so nothing is read that could not be kept. Stop
-(SIGTERM/SIGINT): connections first (stop reading), then flush Kafka within
-``kafka.flush_timeout_seconds``, then close the listener.
+SIGTERM ends the wait at once) → Kafka sink (+ schema registry ids) →
+de-duplication memory seeded from Kafka → pipeline → WebSocket connections.
+No WebSocket opens before Kafka answers, so nothing is read that could not
+be kept. Stop (SIGTERM/SIGINT): connections first (stop reading), then flush
+Kafka within ``kafka.flush_timeout_seconds``, then close the listener.
 """
 
 from __future__ import annotations
