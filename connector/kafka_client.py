@@ -12,6 +12,7 @@ from kafka.errors import KafkaError
 from kafka.partitioner.abc import Partitioner
 from kafka.partitioner.default import DefaultPartitioner, murmur2
 
+from connector import kafka_probe
 from connector.config import KafkaConfig
 from connector.errors import ConfigError
 
@@ -131,7 +132,9 @@ def ensure_topics(config: KafkaConfig, topics: list[str], create: bool = True,
     factor, partitions, topic-level settings): topics created with other
     settings, or by auto-creation with the broker's, would hide the mistake.
     With ``bootstrap_timeout`` it is also the start-up reachability probe: no
-    broker answering within that many seconds raises ``DeliveryError``.
+    broker answering within that many seconds raises ``DeliveryError``, and
+    one that answers but refuses these security settings raises
+    ``KafkaAccessError`` naming why (see ``kafka_probe``).
     """
     from kafka.admin import KafkaAdminClient
     from kafka.errors import TopicAlreadyExistsError
@@ -142,7 +145,7 @@ def ensure_topics(config: KafkaConfig, topics: list[str], create: bool = True,
                 if k in KafkaAdminClient.DEFAULT_CONFIG}
     if bootstrap_timeout is not None:
         settings["bootstrap_timeout_ms"] = int(bootstrap_timeout * 1000)
-        tcp_probe(config.bootstrap_servers, bootstrap_timeout)
+        kafka_probe.probe(config, bootstrap_timeout)
     try:
         admin = KafkaAdminClient(**settings)
     except KafkaError as exc:

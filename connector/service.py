@@ -2,13 +2,14 @@
 order, and stops them in the reverse order so nothing accepted is lost.
 
 Start: metrics/health listener → Kafka (retried with backoff until a broker
-answers, one log line per attempt naming the bootstrap address; liveness
-stays 200 and /readyz says why it is 503 meanwhile; SIGTERM ends the wait at
-once) → Kafka sink (+ schema registry ids) → de-duplication memory seeded
-from Kafka → pipeline → WebSocket connections. No WebSocket opens before
-Kafka answers, so nothing is read that could not be kept. Stop
-(SIGTERM/SIGINT): connections first (stop reading), then flush Kafka within
-``kafka.flush_timeout_seconds``, then close the listener.
+answers, one log line per attempt naming the bootstrap address, or one line
+in all naming the cause when a broker answers but refuses the TLS or SASL
+settings; liveness stays 200 and /readyz says why it is 503 meanwhile;
+SIGTERM ends the wait at once) → Kafka sink (+ schema registry ids) →
+de-duplication memory seeded from Kafka → pipeline → WebSocket connections.
+No WebSocket opens before Kafka answers, so nothing is read that could not
+be kept. Stop (SIGTERM/SIGINT): connections first (stop reading), then flush
+Kafka within ``kafka.flush_timeout_seconds``, then close the listener.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from connector.bybit import connection as bybit_connection
 from connector.bybit import protocol
 from connector.bybit.v5 import protocol as v5_protocol
 from connector.config import Config
-from connector.errors import DeliveryError
+from connector.errors import DeliveryError, KafkaAccessError
 from connector.health import HealthServer, Liveness
 from connector.pipeline import Pipeline, build_routes
 from connector.registry import SchemaRegistryClient, subject_for
@@ -259,6 +260,16 @@ class Connector:
                         log.info("Kafka at %s answered (attempt %d)", address,
                                  self.kafka_attempts)
                     return sink
+                except KafkaAccessError as exc:
+                    # Settings the broker refuses fail the same way on every retry:
+                    # one line names the cause; retries stay quiet (and /readyz says it).
+                    client_log.setLevel(logging.CRITICAL)
+                    repeated = str(exc)[:512] == self.kafka_error
+                    self.kafka_error = str(exc)[:512]
+                    log.log(logging.DEBUG if repeated else logging.ERROR,
+                            "Kafka refuses this client: %s (attempt %d; retrying with "
+                            "backoff, at most every %.0f s)", self.kafka_error,
+                            self.kafka_attempts, KAFKA_RETRY_MAX)
                 except DeliveryError as exc:
                     client_log.setLevel(logging.CRITICAL)
                     self.kafka_error = str(exc)[:512]

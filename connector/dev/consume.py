@@ -11,6 +11,7 @@ registry path is also checked with Confluent's own deserializer in the tests).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import io
 import json
@@ -28,7 +29,7 @@ import fastavro
 from kafka import KafkaConsumer, TopicPartition
 
 from connector import records
-from connector.errors import DeliveryError
+from connector.errors import DeliveryError, KafkaAccessError
 from connector.serde import FINGERPRINT_HEADER, PlainAvroSerializer
 
 
@@ -282,6 +283,7 @@ def _consume(topic: str, bootstrap_servers: list[str] | None, config_path: str |
              out: Any) -> int:
     from connector.config import load
     from connector.kafka_client import tcp_probe
+    from connector.kafka_probe import probe
     from connector.sink import producer_settings
 
     settings: dict[str, Any] = {"bootstrap_servers": bootstrap_servers or ["localhost:9092"]}
@@ -297,7 +299,13 @@ def _consume(topic: str, bootstrap_servers: list[str] | None, config_path: str |
                               registry.password.get() if registry.password else None)
     servers = settings["bootstrap_servers"]
     try:
-        tcp_probe(servers, BOOTSTRAP_SECONDS)
+        if config_path is not None:  # security settings too: a refusal names its cause
+            probe(dataclasses.replace(config.kafka, bootstrap_servers=list(servers)),
+                  BOOTSTRAP_SECONDS)
+        else:
+            tcp_probe(servers, BOOTSTRAP_SECONDS)
+    except KafkaAccessError:
+        raise
     except DeliveryError as exc:
         raise DeliveryError(f"Kafka at {','.join(servers)} not reachable ({exc})") from exc
     settings.setdefault("bootstrap_timeout_ms", int(BOOTSTRAP_SECONDS * 1000))

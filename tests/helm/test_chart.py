@@ -292,6 +292,37 @@ schemaRegistryAuth: {existingSecret: registry-credentials}
         "kafka-credentials": {"password": "p"}, "registry-credentials": {"password": "p"}})
 
 
+def test_kafka_ca_secret_is_mounted_and_becomes_ssl_cafile(tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(PRIVATE + """
+  kafka:
+    bootstrap_servers: ["kafka:9096"]
+    security: {security_protocol: SASL_SSL, sasl_mechanism: SCRAM-SHA-512,
+               sasl_plain_username: u}
+bybit: {existingSecret: bybit-credentials}
+kafkaAuth: {existingSecret: kafka-credentials, caSecret: kafka-ca, caKey: root.pem}
+""")
+    docs = render("-f", str(values))
+    config = yaml.safe_load(by_kind(docs, "ConfigMap")[0]["data"]["config.yaml"])
+    assert config["kafka"]["security"]["ssl_cafile"] == "/etc/kafka-ca/root.pem"
+    pod = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["kafka-ca"] == {"name": "kafka-ca", "mountPath": "/etc/kafka-ca",
+                                  "readOnly": True}
+    volume = next(v for v in pod["volumes"] if v["name"] == "kafka-ca")
+    assert volume["secret"] == {"secretName": "kafka-ca",
+                                "items": [{"key": "root.pem", "path": "root.pem"}]}
+    validate_as_the_pod(docs, tmp_path, {
+        "bybit-credentials": {"api-key": "k", "api-secret": "s"},
+        "kafka-credentials": {"password": "p"}})
+    # A CA the config names itself is left alone.
+    values.write_text(values.read_text().replace(
+        "sasl_plain_username: u}", "sasl_plain_username: u, ssl_cafile: /mine/ca.pem}"))
+    config = yaml.safe_load(by_kind(render("-f", str(values)), "ConfigMap")[0]["data"][
+        "config.yaml"])
+    assert config["kafka"]["security"]["ssl_cafile"] == "/mine/ca.pem"
+
+
 def test_credentials_written_in_the_config_are_left_alone() -> None:
     docs = render("-f", str(FULL))
     config = yaml.safe_load(next(d for d in by_kind(docs, "ConfigMap")
