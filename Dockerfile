@@ -1,10 +1,14 @@
 # bybit-kafka-connector image: slim Python, non-root, the package installed.
+# The build stage is what tests/install/ runs: the same COPYs into an empty
+# folder, the same build script, then the wheel installed into a fresh virtualenv.
 FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
+COPY scripts/build_wheel.sh ./scripts/
 COPY connector ./connector
 COPY avro ./avro
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN sh scripts/build_wheel.sh /wheels
 
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1

@@ -52,6 +52,10 @@ def _varint(n: int) -> bytes:
 # Length prefixes of strings up to _PREFIXES bytes long: one tuple index each.
 _PREFIXES = 4096
 _PREFIX = tuple(_varint(n << 1) for n in range(_PREFIXES))
+# The same prefixed by a union's branch index 1 (b"\x02") or 0 (b"\x00"): a nullable
+# string that holds a value is then two parts (tag and length, the text), not three.
+_PREFIX_BRANCH = {b"\x02": tuple(b"\x02" + p for p in _PREFIX),
+                  b"\x00": tuple(b"\x00" + p for p in _PREFIX)}
 
 # A long is written as its low 14 bits (two bytes, both with the continuation
 # bit) followed by the varint of the rest. Millisecond timestamps share their
@@ -103,6 +107,8 @@ def _string_map(m: Any) -> bytes:
 
 
 _BOOL = {True: b"\x01", False: b"\x00"}  # 0 and 1 hash alike: fastavro writes them the same
+# A nullable boolean's branch index and value in one lookup, per branch index.
+_BOOL_BRANCH = {tag: {True: tag + b"\x01", False: tag + b"\x00"} for tag in (b"\x00", b"\x02")}
 _PACK_DOUBLE = struct.Struct("<d").pack
 _PACK_FLOAT = struct.Struct("<f").pack
 
@@ -172,7 +178,9 @@ def compile_writer(schema: dict[str, Any], arrays: dict[str, ArrayEncoder] | Non
     arrays = arrays or {}
     lines: list[str] = []
     parts: list[str] = []
-    env: dict[str, Any] = {"P": _PREFIX, "L": _long, "B": _BOOL, "D": _PACK_DOUBLE,
+    env: dict[str, Any] = {"P": _PREFIX, "P2": _PREFIX_BRANCH[b"\x02"],
+                           "P0": _PREFIX_BRANCH[b"\x00"], "B2": _BOOL_BRANCH[b"\x02"],
+                           "B0": _BOOL_BRANCH[b"\x00"], "L": _long, "B": _BOOL, "D": _PACK_DOUBLE,
                            "F": _PACK_FLOAT, "M": _string_map, "U": _Unsupported}
     for i, field in enumerate(schema["fields"]):
         name, avro_type, var = field["name"], field["type"], f"v{i}"
@@ -224,16 +232,43 @@ def _field(avro_type: Any, var: str, lines: list[str], parts: list[str]) -> bool
         if kind is None:
             return False
         null_tag, value_tag = (b"\x00", b"\x02") if null_index == 0 else (b"\x02", b"\x00")
+        if kind == "string":  # the common case first; tag and length in one lookup
+            table = "P2" if value_tag == b"\x02" else "P0"
+            lines.append(f"    if type({var}) is str:")
+            lines.append(f"        {var}b = {var}.encode(); {var}t = {table}[len({var}b)]")
+            lines.append(f"    elif {var} is None:")
+            lines.append(f"        {var}t = {null_tag!r}; {var}b = b''")
+            lines.append("    else:")
+            lines.append("        raise U")
+            parts += [f"{var}t", f"{var}b"]
+            return True
+        if kind == "boolean":
+            table = "B2" if value_tag == b"\x02" else "B0"
+            lines.append(f"    if type({var}) is bool:")
+            lines.append(f"        {var}t = {table}[{var}]")
+            lines.append(f"    elif {var} is None:")
+            lines.append(f"        {var}t = {null_tag!r}")
+            lines.append("    else:")
+            lines.append("        raise U")
+            parts.append(f"{var}t")
+            return True
         # Branch parts go straight into the record's one join (no nested join).
         sub: list[str] = []
         body: list[str] = []
         _emit(kind, var, sub, body, "        ")
         temps = [f"{var}x{k}" for k in range(len(sub))]
-        lines.append(f"    if {var} is None:")
-        lines.append(f"        {var}t = {null_tag!r}; {' = '.join(temps)} = b''")
-        lines.append(f"    elif type({var}) is {_UNION_TYPE[kind]}:")
-        lines.extend(body)
-        lines.append(f"        {var}t = {value_tag!r}; {', '.join(temps)} = {', '.join(sub)}")
+        # Test first for what the field usually holds: a value, but null for maps
+        # (`extra` and `frame_extra` are null unless Bybit added something).
+        value_test = f"type({var}) is {_UNION_TYPE[kind]}"
+        value_code = [*body,
+                      f"        {var}t = {value_tag!r}; {', '.join(temps)} = {', '.join(sub)}"]
+        null_code = [f"        {var}t = {null_tag!r}; {' = '.join(temps)} = b''"]
+        branches = [(value_test, value_code), (f"{var} is None", null_code)]
+        if kind == "map":
+            branches.reverse()
+        for keyword, (test, code) in zip(("if", "elif"), branches, strict=True):
+            lines.append(f"    {keyword} {test}:")
+            lines.extend(code)
         lines.append("    else:")
         lines.append("        raise U")
         parts += [f"{var}t", *temps]

@@ -23,15 +23,31 @@ harmless. ``orderbook.rpi`` follows the same rules as depths 50-1000.
 After ``gap``/``out_of_order`` the book waits for a snapshot (the caller
 resubscribes the topic) and remembers the reason, which ``take_reason``
 hands to the record of that next snapshot.
+
+The chain also breaks when a frame that passed ``check`` is then not
+written (``break_chain``): ``dead_letter`` (it did not map or serialize, or
+could not even be decoded), ``dropped`` (the pending-records bound refused
+it) or ``delivery_failed`` (Kafka refused it after later records were sent).
+A book frame must carry both sides (``b`` and ``a``; Bybit documents both on
+every frame, an empty side as ``[]``): ``missing_side`` names the one
+absent, because "absent" cannot be told apart from "lost on the way", and
+guessing "unchanged" could leave a wrong book without a marker.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, NamedTuple
+
+from connector.bybit.events import Stamp, V5Data
 
 Verdict = Literal["ok", "stale", "gap", "out_of_order", "before_snapshot"]
 RESYNC: frozenset[str] = frozenset({"gap", "out_of_order"})
+# Why a written book frame was not followed by its successor: ``break_chain`` reasons.
+LOST_REASONS = ("dead_letter", "dropped", "delivery_failed")
+# The book topic named by a frame too broken to decode (a prefix is enough).
+_TOPIC = re.compile(rb'"topic"\s*:\s*"(orderbook\.[0-9a-z]+)\.([0-9A-Za-z_-]{1,40})"')
 
 
 @dataclass(slots=True)
@@ -85,12 +101,78 @@ class BookTracker:
         reason, book.reason = book.reason, None
         return reason
 
+    def knows(self, topic_id: str, symbol: str) -> bool:
+        """Whether this book was subscribed or written (not a name a frame made up)."""
+        return (topic_id, symbol) in self._books
+
+    def position(self, topic_id: str, symbol: str) -> tuple[int | None, int | None]:
+        """(last ``u``, last ``seq``) written; (None, None) while waiting for a snapshot."""
+        book = self._books.get((topic_id, symbol))
+        return (None, None) if book is None else (book.last_u, book.last_seq)
+
     def last_u(self, topic_id: str, symbol: str) -> int | None:
         book = self._books.get((topic_id, symbol))
         return None if book is None else book.last_u
+
+    def break_chain(self, topic_id: str, symbol: str, reason: str) -> bool:
+        """A frame of this book was not written (``LOST_REASONS``): wait for a
+        snapshot, which carries ``reason``. Returns whether the chain was live
+        (the caller writes a marker and resubscribes); False when the book was
+        already waiting for a snapshot (a resubscribe is already under way)."""
+        book = self._books.setdefault((topic_id, symbol), _Book())
+        live = book.last_u is not None
+        book.last_u = book.last_seq = None
+        if live or book.reason is None:
+            book.reason = reason
+        return live
 
     @staticmethod
     def _resync(book: _Book, reason: Verdict) -> Verdict:
         book.last_u = book.last_seq = None
         book.reason = reason
         return reason
+
+
+def missing_side(item: dict[str, Any]) -> str | None:
+    """The side key (``b`` or ``a``) a book frame lacks or holds as no list, else None."""
+    # Exact types, as json.loads makes them: this runs for every book frame.
+    if type(item.get("b")) is not list:
+        return "b"
+    if type(item.get("a")) is not list:
+        return "a"
+    return None
+
+
+def book_in_raw(raw: bytes) -> tuple[str, str] | None:
+    """(topic_id, symbol) of the v5 book a frame names in its first bytes, for
+    frames that could not be decoded (truncated, invalid JSON, too large)."""
+    found = _TOPIC.search(raw[:4096])
+    if found is None:
+        return None
+    return found.group(1).decode(), found.group(2).decode()
+
+
+class BookRef(NamedTuple):
+    """Which book record a sent record is, should Kafka refuse it later (a
+    NamedTuple: one is made per book record, and it is cheaper than a frozen
+    dataclass).
+
+    On a marker, ``marker`` is its reason and the ids are those it names."""
+
+    stream: str
+    topic_id: str
+    symbol: str
+    update_id: int
+    cross_seq: int | None
+    marker: str | None = None
+
+
+def marker_frame(stream: str, topic_id: str, symbol: str, u: int | None, seq: int | None,
+                  ts: int | None, stamp: Stamp) -> V5Data:
+    """A well-formed empty book frame naming what the marker is about, so the
+    marker is mapped like any book record whatever the frame that failed held."""
+    item = {"s": symbol, "b": [], "a": [], "u": u or 0, "seq": seq or 0}
+    return V5Data(stream=stream, topic=f"{topic_id}.{symbol}",  # type: ignore[arg-type]
+                  topic_id=topic_id, symbol=symbol, type="delta",
+                  ts=ts if ts is not None else stamp.wall_ms, cts=None, cs=None, msg_id=None,
+                  creation_time=None, items=(item,), stamp=stamp, raw=b"")

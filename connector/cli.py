@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -88,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     consume.add_argument("--from-beginning", action="store_true",
                          help="start at the oldest message (default: only new ones)")
     consume.add_argument("--max-messages", type=int, help="stop after N messages")
-    consume.add_argument("--timeout", type=float, help="stop after S seconds without a message")
+    consume.add_argument("--timeout", type=float,
+                         help="stop after S seconds without a message (default: never; "
+                              "5 with --max-messages)")
 
     sub.add_parser("schema", help="print the JSON Schema of the config file",
                    description="Print the JSON Schema that config files are validated against.")
@@ -106,13 +109,17 @@ def plan(config: Config) -> dict[str, object]:
             "stream": s.stream, "bybit_topic": s.topic_id, "symbols": s.symbols,
             "binary": s.binary, "kafka_topic": config.kafka_topic(s), "schema": s.spec.kind,
         })
-    from connector.service import plan_groups, subscriptions_by_stream
+    from connector.service import plan_groups, stream_url, subscriptions_by_stream
 
     cap = config.bybit.max_subscriptions_per_connection
+    by_stream = subscriptions_by_stream(config)
     connections = {stream: len(plan_groups(stream, subs, cap))
-                   for stream, subs in subscriptions_by_stream(config).items()}
+                   for stream, subs in by_stream.items()}
+    # `network` matters only for streams without a URL of their own.
+    by_network = [s for s in by_stream if not config.bybit.urls.for_stream(s)]
     return {
-        "network": config.bybit.network,
+        "network": config.bybit.network if by_network else None,
+        "urls": {stream: stream_url(config, stream) for stream in by_stream},
         "connections": connections,
         "subscriptions": subs,
         "kafka": {"bootstrap_servers": config.kafka.bootstrap_servers,
@@ -127,8 +134,12 @@ def _print_plan(config: Config, as_json: bool) -> None:
         print(json.dumps(p, indent=2))
         return
     conns = ", ".join(f"{stream}: {n}" for stream, n in p["connections"].items())  # type: ignore[attr-defined]
-    print(f"config OK — network {p['network']}, connections {conns}, "
-          f"serialization {p['serialization']}")
+    print(f"config OK — connections {conns}, serialization {p['serialization']}")
+    for stream, url in p["urls"].items():  # type: ignore[attr-defined]
+        source = "bybit.urls" if config.bybit.urls.for_stream(stream) else \
+            f"network {p['network']}"
+        print(f"bybit {stream} -> {url} ({source})")
+    print(f"kafka -> {','.join(config.kafka.bootstrap_servers)}")
     rows = [("stream", "bybit topic", "symbols", "kafka topic", "schema")]
     for s in p["subscriptions"]:  # type: ignore[attr-defined]
         symbols = ",".join(s["symbols"]) or "(account)"
@@ -141,12 +152,32 @@ def _print_plan(config: Config, as_json: bool) -> None:
     print(f"dead letters -> {config.kafka.dead_letter_topic}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args_list = list(sys.argv[1:] if argv is None else argv)
+def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The parsed arguments and those left for ``exchange``'s own parser.
+
+    Exits with 2 and a usage line on a bad command line (as argparse does).
+    Options of the program itself (``--log-level``, ``--log-format``) come
+    before the command.
+    """
     parser = build_parser()
-    args, rest = parser.parse_known_args(args_list)
+    args, rest = parser.parse_known_args(list(argv))
     if args.command != "exchange" and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args, rest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (`validate --json | head`): no traceback. Python's
+        # own flush at exit would fail again, so stdout goes to /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_RUNTIME
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args, rest = parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging(args.log_level, args.log_format)
     if args.command == "exchange":
         # Imports nothing of the server (nor websockets) until its arguments are parsed,

@@ -100,6 +100,21 @@ PRODUCER_KEYS = frozenset({
     "api_version", "bootstrap_timeout_ms", "client_id", "metrics_enabled",
 })
 
+# Topic-level settings `kafka.topic_creation.configs` may give (Kafka's TopicConfig
+# names, 4.x). A misspelt name would make the broker refuse to create the topic.
+TOPIC_CONFIG_KEYS = frozenset({
+    "cleanup.policy", "compression.type", "compression.gzip.level", "compression.lz4.level",
+    "compression.zstd.level", "delete.retention.ms", "file.delete.delay.ms", "flush.messages",
+    "flush.ms", "follower.replication.throttled.replicas", "index.interval.bytes",
+    "leader.replication.throttled.replicas", "local.retention.bytes", "local.retention.ms",
+    "max.compaction.lag.ms", "max.message.bytes", "message.timestamp.after.max.ms",
+    "message.timestamp.before.max.ms", "message.timestamp.type", "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms", "min.insync.replicas", "preallocate", "remote.log.copy.disable",
+    "remote.log.delete.on.disable", "remote.storage.enable", "retention.bytes", "retention.ms",
+    "segment.bytes", "segment.index.bytes", "segment.jitter.ms", "segment.ms",
+    "unclean.leader.election.enable",
+})
+
 
 @dataclass(frozen=True)
 class StreamUrls:
@@ -195,6 +210,28 @@ class KafkaSecurity:
 
 
 @dataclass(frozen=True)
+class TopicCreationConfig:
+    """How a missing topic is created (Kafka Connect's ``topic.creation.default.*``).
+
+    Unset values leave the choice to the broker (``num.partitions``,
+    ``default.replication.factor``, its topic defaults), which on most clusters
+    means one replica: a broker lost is then data lost.
+    """
+
+    partitions: int | None = field(default=None, metadata=doc(
+        "Partitions of each topic the connector creates (unset: the broker's "
+        "`num.partitions`).", example=6, minimum=1, maximum=100_000))
+    replication_factor: int | None = field(default=None, metadata=doc(
+        "Replicas of each partition (unset: the broker's `default.replication.factor`). "
+        "Production clusters: 3.", example=3, minimum=1, maximum=32_767))
+    configs: dict[str, Any] = field(default_factory=dict, metadata=doc(
+        "Topic-level settings under Kafka's names (`min.insync.replicas`, `retention.ms`, "
+        "`cleanup.policy`, ...). With `acks=all` (the default), replication factor 3 and "
+        "`min.insync.replicas: 2`, every acknowledged record is on two brokers at least.",
+        example={"min.insync.replicas": 2}))
+
+
+@dataclass(frozen=True)
 class KafkaConfig:
     bootstrap_servers: list[str] = field(default_factory=lambda: ["localhost:9092"], metadata=doc(
         "Brokers to bootstrap from (`host:port`).", example=["kafka-0.kafka:9092"]))
@@ -227,8 +264,14 @@ class KafkaConfig:
     security: KafkaSecurity = field(default_factory=KafkaSecurity, metadata=doc(
         "SASL/SSL settings under kafka-python's names."))
     create_topics: bool = field(default=True, metadata=doc(
-        "Create missing Kafka topics at start (broker's default partitions and replication). "
+        "Create missing Kafka topics at start (as `topic_creation` says; by default with "
+        "the broker's partitions and replication). "
         "Turn off where the connector may not create topics."))
+    topic_creation: TopicCreationConfig = field(default_factory=TopicCreationConfig,
+                                                metadata=doc(
+        "Partitions, replication factor and topic-level settings of the topics the "
+        "connector creates (unset: the broker's defaults). Topics that exist are left "
+        "as they are."))
     max_pending_records: int = field(default=100_000, metadata=doc(
         "Bound on records handed to the producer and not yet acknowledged.", minimum=1))
     block_timeout_seconds: float = field(default=5.0, metadata=doc(
@@ -263,7 +306,10 @@ class SerializationConfig:
 @dataclass(frozen=True)
 class MetricsConfig:
     enabled: bool = field(default=True, metadata=doc("Serve /metrics, /healthz, /readyz."))
-    host: str = field(default="0.0.0.0", metadata=doc("Listen address."))
+    host: str = field(default="0.0.0.0", metadata=doc(
+        "Listen address. The default, 0.0.0.0, is every interface: what Prometheus and "
+        "Kubernetes probes need in a pod. 127.0.0.1 keeps the endpoints local to the host.",
+        example="127.0.0.1"))
     port: int = field(default=9102, metadata=doc(
         "Listen port (0: any free port, for tests).", minimum=0, maximum=PORT_MAX))
 
@@ -672,6 +718,23 @@ def _check_kafka(kafka: KafkaConfig) -> None:
     if not KAFKA_TOPIC_RE.match(kafka.dead_letter_topic):
         raise ConfigError("kafka.dead_letter_topic",
                           f"{kafka.dead_letter_topic!r} is not a legal Kafka topic name")
+    for key, value in kafka.topic_creation.configs.items():
+        if key not in TOPIC_CONFIG_KEYS:
+            close = difflib.get_close_matches(key, sorted(TOPIC_CONFIG_KEYS), n=1)
+            raise ConfigError(f"kafka.topic_creation.configs.{key}",
+                              "is not a Kafka topic-level setting",
+                              f"did you mean '{close[0]}'?" if close else None)
+        if isinstance(value, list | dict) or value is None:
+            raise ConfigError(f"kafka.topic_creation.configs.{key}",
+                              f"expected a string, number or boolean, got {_type_name(value)}")
+    tc = kafka.topic_creation
+    min_isr = tc.configs.get("min.insync.replicas")
+    if tc.replication_factor is not None and min_isr is not None and (
+            str(min_isr).isdigit() and int(min_isr) > tc.replication_factor):
+        raise ConfigError("kafka.topic_creation.configs.min.insync.replicas",
+                          f"{min_isr} is more than replication_factor "
+                          f"({tc.replication_factor}): no acks=all write could succeed",
+                          "e.g. replication_factor: 3 with min.insync.replicas: 2")
     sec = kafka.security
     if sec.security_protocol.startswith("SASL") and sec.sasl_mechanism is None:
         raise ConfigError("kafka.security.sasl_mechanism",

@@ -53,8 +53,8 @@ from kafka.structs import MemberState
 from connector import handover, metrics, shards
 from connector.config import Config, CoordinationConfig, KafkaConfig
 from connector.errors import ConfigError, ConnectorError
+from connector.kafka_client import new_topic, producer_settings, refused_topic_settings
 from connector.shard_runner import ShardConnection, ShardRunner
-from connector.sink import producer_settings
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def ensure_coordination_topic(kafka: KafkaConfig, topic: str, partitions: int) -
     partitions); ``ConnectorError`` if Kafka cannot be asked (the process
     exits and is restarted: without the group it must not stream anything).
     """
-    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.admin import KafkaAdminClient
 
     settings = {k: v for k, v in producer_settings(kafka).items()
                 if k in KafkaAdminClient.DEFAULT_CONFIG}
@@ -105,10 +105,15 @@ def ensure_coordination_topic(kafka: KafkaConfig, topic: str, partitions: int) -
                                   "kafka.create_topics is off",
                                   f"create it with {partitions} partitions")
             try:
-                admin.create_topics([NewTopic(topic, partitions, -1)])
+                admin.create_topics({topic: new_topic(kafka, partitions)})
                 log.info("created the coordination topic %s (%d partitions)", topic, partitions)
             except TopicAlreadyExistsError:
                 pass  # another replica was first
+            except KafkaError as exc:
+                refused = refused_topic_settings(exc, [topic])
+                if refused is not None:
+                    raise refused from exc
+                raise
         found = len(_partitions(admin, topic))
         if found != partitions:
             raise ConfigError("coordination.shards",

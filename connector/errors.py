@@ -34,3 +34,9 @@ class SchemaRegistryError(ConnectorError):
 
 class DeliveryError(ConnectorError):
     """Kafka did not accept a record after the client's own retries."""
+
+
+class KafkaAccessError(DeliveryError):
+    """A Kafka broker answered but will not let this client in (TLS trust,
+    security protocol, SASL mechanism or credentials). The same settings fail
+    the same way on every retry; the message names the cause, never a secret."""

@@ -12,7 +12,9 @@ from kafka.errors import KafkaError
 from kafka.partitioner.abc import Partitioner
 from kafka.partitioner.default import DefaultPartitioner, murmur2
 
+from connector import kafka_probe
 from connector.config import KafkaConfig
+from connector.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -97,16 +99,53 @@ def producer_settings(config: KafkaConfig) -> dict[str, Any]:
     return settings
 
 
+def new_topic(config: KafkaConfig, partitions: int | None = None) -> dict[str, Any]:
+    """kafka-python's ``create_topics`` options for a topic the connector creates,
+    from ``kafka.topic_creation`` (``-1``: the broker's default). ``partitions``
+    overrides the configured count (the coordination topic's is the shard count)."""
+    tc = config.topic_creation
+    return {
+        "num_partitions": partitions or tc.partitions or -1,
+        "replication_factor": tc.replication_factor or -1,
+        "configs": {k: str(v).lower() if isinstance(v, bool) else str(v)
+                    for k, v in tc.configs.items()},
+    }
+
+
+# Refusals of the requested topic settings: a config mistake, never retried.
+_REFUSED_SETTINGS = ("InvalidReplicationFactorError", "InvalidConfigurationError",
+                     "InvalidPartitionsError", "PolicyViolationError",
+                     "InvalidReplicaAssignmentError")
+
+
+def refused_topic_settings(exc: BaseException, topics: list[str]) -> ConfigError | None:
+    """A ``ConfigError`` naming ``kafka.topic_creation`` if the broker refused the
+    topic settings themselves (``exc`` from ``create_topics``), else None."""
+    if type(exc).__name__ not in _REFUSED_SETTINGS:
+        return None
+    return ConfigError("kafka.topic_creation",
+                       f"the broker refused to create {', '.join(topics)}: "
+                       f"{type(exc).__name__}: {exc}",
+                       "a replication factor above the number of brokers, or a topic-level "
+                       "setting the broker does not accept?")
+
+
 def ensure_topics(config: KafkaConfig, topics: list[str], create: bool = True,
                   bootstrap_timeout: float | None = None) -> list[str]:
-    """Create the ``topics`` that do not exist yet, with the broker's defaults.
+    """Create the ``topics`` that do not exist yet, as ``kafka.topic_creation`` says.
 
-    Best effort: where the connector may not create topics (ACLs), it logs
-    and relies on topics provisioned by other means. Returns those created.
-    With ``bootstrap_timeout`` it is also the start-up reachability probe:
-    no broker answering within that many seconds raises ``DeliveryError``.
+    Best effort where the connector may not create topics (ACLs): it logs and
+    relies on topics provisioned by other means. Returns those created. Raises
+    ``ConfigError`` if the broker refuses the configured settings (replication
+    factor, partitions, topic-level settings): topics created with other
+    settings, or by auto-creation with the broker's, would hide the mistake.
+    With ``bootstrap_timeout`` it is also the start-up reachability probe: no
+    broker answering within that many seconds raises ``DeliveryError``, and
+    one that answers but refuses these security settings raises
+    ``KafkaAccessError`` naming why (see ``kafka_probe``).
     """
-    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import TopicAlreadyExistsError
 
     from connector.errors import DeliveryError
 
@@ -114,7 +153,7 @@ def ensure_topics(config: KafkaConfig, topics: list[str], create: bool = True,
                 if k in KafkaAdminClient.DEFAULT_CONFIG}
     if bootstrap_timeout is not None:
         settings["bootstrap_timeout_ms"] = int(bootstrap_timeout * 1000)
-        tcp_probe(config.bootstrap_servers, bootstrap_timeout)
+        kafka_probe.probe(config, bootstrap_timeout)
     try:
         admin = KafkaAdminClient(**settings)
     except KafkaError as exc:
@@ -127,10 +166,16 @@ def ensure_topics(config: KafkaConfig, topics: list[str], create: bool = True,
             return []
         missing = sorted(set(topics) - set(admin.list_topics()))
         if missing:
-            admin.create_topics([NewTopic(t, -1, -1) for t in missing])
+            try:
+                admin.create_topics({t: new_topic(config) for t in missing})
+            except TopicAlreadyExistsError:
+                pass  # another replica was first
             log.info("created Kafka topics: %s", ", ".join(missing))
         return missing
     except KafkaError as exc:
+        refused = refused_topic_settings(exc, missing)
+        if refused is not None:
+            raise refused from exc
         log.warning("could not create Kafka topics (%s); relying on existing topics", exc)
         return []
     finally:

@@ -46,7 +46,7 @@ UNDECODABLE_REASONS = (
 DEAD_LETTER_REASONS = ("undecodable_frame", "mapping_failed", "serialization_failed",
                        "delivery_failed")
 DROP_REASONS = ("buffer_full", "dead_letter_failed", "shutdown_timeout")
-BOOK_RESYNC_REASONS = ("gap", "out_of_order")
+BOOK_RESYNC_REASONS = ("gap", "out_of_order", "dead_letter", "dropped", "delivery_failed")
 BOOK_DROP_REASONS = ("stale", "before_snapshot")
 KAFKA_ERROR_REASONS = ("timeout", "record_too_large", "authorization_failed", "unknown_topic",
                        "network", "other")
@@ -211,6 +211,13 @@ unrouted_events_total = Counter(
     "Data for a topic or symbol no subscription asked for (not written); unknown topics "
     "count as topic=\"(unknown)\".",
     ["stream", "topic"],
+)
+record_fields_missing_total = Counter(
+    f"{PREFIX}_record_fields_missing_total",
+    "Fields Bybit documents as always sent that a frame left out (the record was written "
+    "with null there). Labels come from the schema: topic_kind (e.g. v5_wallet) and the "
+    "field's path (e.g. coins.usd_value), never from the frame.",
+    ["topic_kind", "field"],
 )
 
 book_resyncs_total = Counter(

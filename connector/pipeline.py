@@ -12,6 +12,16 @@ counted; a gap or an out-of-order delta is not written, a resync marker
 record is (same Kafka topic, empty book, ``resync_reason`` set: "discard your
 book until the next snapshot"), and the owning connection resubscribes the
 topic; the snapshot that follows carries the same ``resync_reason``.
+
+The same happens whenever a book frame that passed the continuity check is
+not written (the chain is broken, whatever happened to the frame): it did
+not map, lacked a side or did not serialize (``dead_letter``), could not even
+be decoded but names its book (``dead_letter``), was refused by the
+pending-records bound (``dropped``), or was refused by Kafka
+(``delivery_failed``). A delivery failure is known only later, on the sink's
+watchdog thread: it is queued and answered on the book's own connection
+thread before that book's next frame, so its marker follows the records sent
+meanwhile (see the README's rebuild recipe for what a consumer does).
 """
 
 from __future__ import annotations
@@ -24,7 +34,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from connector import metrics, records
-from connector.books import RESYNC, BookTracker
+from connector.books import (
+    RESYNC,
+    BookRef,
+    BookTracker,
+    book_in_raw,
+    marker_frame,
+    missing_side,
+)
 from connector.bybit.events import Event, MarketData, PrivateData, Stamp, Undecodable, V5Data
 from connector.bybit.frames import market_topic_id
 from connector.config import Config, SubscriptionConfig
@@ -46,7 +63,10 @@ class Sink(Protocol):
     """What the pipeline needs of the Kafka side (see ``sink.KafkaSink``)."""
 
     def send(self, topic: str, key: bytes | None, value: bytes,
-             headers: list[tuple[str, bytes]], received_mono_ns: int) -> bool:
+             headers: list[tuple[str, bytes]], received_mono_ns: int,
+             ref: object = None) -> bool:
+        """False: dropped (counted). A refused record with a ``ref`` is reported
+        later through ``Pipeline.record_lost`` (``sink.KafkaSink.on_lost``)."""
         raise NotImplementedError
 
     def dead_letter(self, value: bytes, reason: str, source: str, detail: str,
@@ -129,6 +149,9 @@ class Pipeline:
         self._routes = routes
         self._sink = sink
         self._books = BookTracker()
+        # Book records Kafka refused, per (stream, topic_id, symbol): the first one lost.
+        self._lost: dict[tuple[str, str, str], tuple[str, BookRef]] = {}
+        self._lost_lock = threading.Lock()
         self.resubscribe = resubscribe  # (stream, topic_id, symbol): set once connections exist
         for route in routes.values():
             metrics.duplicates_suppressed_total.labels(route.stream, route.topic_id)
@@ -165,6 +188,25 @@ class Pipeline:
                 [("dlq.undecodable_reason", event.reason.encode()),
                  ("bybit.stream", event.stream.encode()),
                  ("bybit.received_ms", str(event.stamp.wall_ms).encode())])
+            if event.stream == "v5":
+                self._undecodable_book(event)
+
+    def record_lost(self, ref: object, reason: str) -> None:
+        """``sink.KafkaSink.on_lost``: a book record was refused after it was
+        sent. Thread-safe; the book's chain is broken on its own thread."""
+        if not isinstance(ref, BookRef):
+            return
+        if ref.marker is not None and ref.marker != "delivery_failed":
+            return  # nothing to repeat: no delta is written before the snapshot anyway
+        # A lost delivery_failed marker is written again: only it tells of the records
+        # already sent on a broken chain.
+        with self._lost_lock:
+            self._lost.setdefault((ref.stream, ref.topic_id, ref.symbol),
+                                  (ref.marker or reason, ref))
+
+    def lost_pending(self) -> int:
+        """Books with a refused record not answered yet (each waits for its next frame)."""
+        return len(self._lost)
 
     def _write_market(self, route: Route, data: MarketData) -> None:
         try:
@@ -179,56 +221,124 @@ class Pipeline:
                    data.stamp.wall_ms, data.raw)
 
     def _write_v5(self, route: Route, data: V5Data) -> None:
-        reason: str | None = None
-        if route.book:
-            verdict = self._check_book(route, data)
-            if verdict is None:
+        if not route.book:
+            try:
+                recs = route.mapper(data)
+            except ConnectorError as exc:
+                self._dead_letter_frame(data.raw, "mapping_failed", route, str(exc),
+                                        data.stream)
                 return
-            reason = verdict
+            self._send(route, recs, None, route.headers_for(data.stamp), data.stamp.mono_ns,
+                       data.stamp.wall_ms, data.raw,
+                       data.ts if data.ts is not None else data.creation_time)
+            return
+        if self._lost:
+            self._answer_lost(route, data)
+        item = data.items[0] if data.items else {}
+        u, seq = item.get("u"), item.get("seq")
+        if not isinstance(seq, int):
+            seq = None
+        reason = self._check_book(route, data, u, seq)
+        if reason is None:
+            return
+        # From here on the frame is part of the chain: not writing it breaks the chain.
+        side = missing_side(item)
         try:
+            if side is not None:
+                raise records.MappingError(route.kind, "bids" if side == "b" else "asks",
+                                           f"Bybit field {side!r} is missing or not a list "
+                                           "(a book frame carries both sides)")
             recs = route.mapper(data)
         except ConnectorError as exc:
             self._dead_letter_frame(data.raw, "mapping_failed", route, str(exc), data.stream)
+            self._chain_broken(route, data, "dead_letter")
             return
-        headers = route.headers_for(data.stamp)
         if reason:
             for rec in recs:
                 rec["resync_reason"] = reason
-        self._send(route, recs, None, headers, data.stamp.mono_ns, data.stamp.wall_ms,
-                   data.raw, data.ts if data.ts is not None else data.creation_time)
+        ref = BookRef(data.stream, data.topic_id, data.symbol, u if isinstance(u, int) else 0,
+                      seq)
+        lost = self._send(route, recs, None, route.headers_for(data.stamp), data.stamp.mono_ns,
+                          data.stamp.wall_ms, data.raw, data.ts, ref)
+        if lost:
+            self._chain_broken(route, data, lost)
 
-    def _check_book(self, route: Route, data: V5Data) -> str | None:
-        """Continuity of a v5 book frame. Returns None when the frame is not to
-        be written (dropped, or replaced by a marker), else the resync reason
-        its snapshot carries ("" for none)."""
-        item = data.items[0] if data.items else {}
-        u, seq = item.get("u"), item.get("seq")
+    def _check_book(self, route: Route, data: V5Data, u: Any, seq: int | None) -> str | None:
+        """Continuity of a v5 book frame (``u``, ``seq``: its ids as sent).
+        Returns None when the frame is not to be written (dropped, or replaced
+        by a marker), else the resync reason its snapshot carries ("" for none)."""
         if not isinstance(u, int):
             return ""  # the mapper dead-letters a book frame without an update id
-        verdict = self._books.check(data.topic_id, data.symbol, data.type == "snapshot", u,
-                                    seq if isinstance(seq, int) else None)
+        verdict = self._books.check(data.topic_id, data.symbol, data.type == "snapshot", u, seq)
         if verdict == "ok":
             return self._books.take_reason(data.topic_id, data.symbol) or ""
         if verdict in RESYNC:
-            self._resync(route, data, verdict)
+            self._resync(route, data.stream, data.topic_id, data.symbol, verdict, u, seq,
+                         data.ts, data.stamp)
         else:
             metrics.book_deltas_dropped_total.labels(data.stream, data.topic_id, verdict).inc()
         return None
 
-    def _resync(self, route: Route, data: V5Data, reason: str) -> None:
-        log.warning("%s %s: %s at u=%s; writing a resync marker and resubscribing",
-                    data.topic_id, data.symbol, reason, data.items[0].get("u"))
-        metrics.book_resyncs_total.labels(data.stream, data.topic_id, reason).inc()
+    def _chain_broken(self, route: Route, data: V5Data, reason: str) -> None:
+        """A frame that passed the continuity check was not written: resync."""
+        item = data.items[0] if data.items else {}
+        u, seq = item.get("u"), item.get("seq")
+        last_u, last_seq = self._books.position(data.topic_id, data.symbol)
+        if not self._books.break_chain(data.topic_id, data.symbol, reason):
+            return
+        self._resync(route, data.stream, data.topic_id, data.symbol, reason,
+                     u if isinstance(u, int) else last_u,
+                     seq if isinstance(seq, int) else last_seq, data.ts, data.stamp)
+
+    def _undecodable_book(self, event: Undecodable) -> None:
+        """An undecodable frame that names a configured book may have been a
+        delta or the awaited snapshot: resync (marker only if the chain was live)."""
+        named = book_in_raw(event.raw)
+        route = None if named is None else self._routes.get((event.stream, named[0]))
+        if named is None or route is None or not route.book or not self._books.knows(*named):
+            return
+        topic_id, symbol = named
+        last_u, last_seq = self._books.position(topic_id, symbol)
+        if self._books.break_chain(topic_id, symbol, "dead_letter"):
+            self._resync(route, event.stream, topic_id, symbol, "dead_letter", last_u, last_seq,
+                         None, event.stamp)
+        elif self.resubscribe is not None:
+            metrics.book_resyncs_total.labels(event.stream, topic_id, "dead_letter").inc()
+            self.resubscribe(event.stream, topic_id, symbol)
+
+    def _answer_lost(self, route: Route, data: V5Data) -> None:
+        """Before a book's next frame: its records Kafka refused meanwhile."""
+        with self._lost_lock:
+            lost = self._lost.pop((data.stream, data.topic_id, data.symbol), None)
+        if lost is None:
+            return
+        reason, ref = lost
+        live = self._books.break_chain(data.topic_id, data.symbol, reason)
+        # The marker follows the records sent after the lost one: always written, even
+        # when a snapshot is already awaited; resubscribe only if none is.
+        self._resync(route, data.stream, data.topic_id, data.symbol, reason, ref.update_id,
+                     ref.cross_seq, None, data.stamp, resubscribe=live)
+
+    def _resync(self, route: Route, stream: str, topic_id: str, symbol: str, reason: str,
+                u: int | None, seq: int | None, ts: int | None, stamp: Stamp,
+                resubscribe: bool = True) -> None:
+        """Count, write the marker (``update_id``/``cross_seq``: the frame that
+        revealed or was the problem, else the last written), resubscribe."""
+        log.warning("%s %s: %s at u=%s; writing a resync marker%s", topic_id, symbol, reason, u,
+                    " and resubscribing" if resubscribe else "")
+        metrics.book_resyncs_total.labels(stream, topic_id, reason).inc()
+        frame = marker_frame(stream, topic_id, symbol, u, seq, ts, stamp)
         try:
-            marker = _resync_marker(route.kind, data, reason)
-        except (ConnectorError, ValueError) as exc:
-            self._dead_letter_frame(data.raw, "mapping_failed", route, str(exc), data.stream)
+            marker = _resync_marker(route.kind, frame, reason)
+        except (ConnectorError, ValueError) as exc:  # a schema that cannot hold a marker
+            log.error("%s %s: cannot write a resync marker: %s", topic_id, symbol, exc)
         else:
-            headers = route.headers_for(data.stamp)
-            self._send(route, [marker], None, headers, data.stamp.mono_ns, data.stamp.wall_ms,
-                       data.raw, data.ts)
-        if self.resubscribe is not None:
-            self.resubscribe(data.stream, data.topic_id, data.symbol)
+            ref = BookRef(stream, topic_id, symbol, u or 0, seq, marker=reason)
+            if self._send(route, [marker], None, route.headers_for(stamp), stamp.mono_ns,
+                          stamp.wall_ms, frame.raw, frame.ts, ref):
+                self.record_lost(ref, "dropped")
+        if resubscribe and self.resubscribe is not None:
+            self.resubscribe(stream, topic_id, symbol)
 
     def _first_time(self, route: Route, rec: dict[str, Any]) -> bool:
         symbol = rec.get("symbol", "")
@@ -259,17 +369,22 @@ class Pipeline:
 
     def _send(self, route: Route, recs: list[dict[str, Any]], key: bytes | None,
               headers: list[tuple[str, bytes]], mono_ns: int, wall_ms: int,
-              raw: str | bytes, event_ms: int | None = None) -> None:
+              raw: str | bytes, event_ms: int | None = None,
+              ref: BookRef | None = None) -> str | None:
         """De-duplicate, serialize and send the records of one frame.
 
         One loop per frame with what every record shares looked up once: this
         is the per-record path. ``key`` None: each record's own
         (``records.record_key``); ``event_ms`` None: each record's
-        ``event_time`` is its event time for the lag histogram.
+        ``event_time`` is its event time for the lag histogram; ``ref``: a
+        book record's identity, for a later delivery failure. Returns None
+        when every record was handed to Kafka, else why one was not
+        (``dead_letter``, ``dropped``).
         """
         lag = route.lag().observe
         serialize, send, topic = route.serializer, self._sink.send, route.kafka_topic
         dedup = route.dedup_field is not None
+        lost: str | None = None
         for rec in recs:
             if dedup and not self._first_time(route, rec):
                 continue
@@ -278,12 +393,19 @@ class Pipeline:
             except SerializationError as exc:
                 self._dead_letter_frame(raw, "serialization_failed", route, str(exc),
                                         route.stream)
+                lost = lost or "dead_letter"
                 continue
             event_time = event_ms if event_ms is not None else rec.get("event_time")
             if isinstance(event_time, int):
                 lag(max(0.0, (wall_ms - event_time) / 1000.0))
-            send(topic, key if key is not None else records.record_key(route.kind, rec),
-                 value, headers, mono_ns)
+            rec_key = key if key is not None else records.record_key(route.kind, rec)
+            if ref is None:
+                sent = send(topic, rec_key, value, headers, mono_ns)
+            else:
+                sent = send(topic, rec_key, value, headers, mono_ns, ref)
+            if not sent:
+                lost = lost or "dropped"
+        return lost
 
     def _dead_letter_frame(self, raw: str | bytes, reason: str, route: Route, detail: str,
                            stream: str) -> None:

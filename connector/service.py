@@ -2,13 +2,14 @@
 order, and stops them in the reverse order so nothing accepted is lost.
 
 Start: metrics/health listener → Kafka (retried with backoff until a broker
-answers, one log line per attempt naming the bootstrap address; liveness
-stays 200 and /readyz says why it is 503 meanwhile; SIGTERM ends the wait at
-once) → Kafka sink (+ schema registry ids) → de-duplication memory seeded
-from Kafka → pipeline → WebSocket connections. No WebSocket opens before
-Kafka answers, so nothing is read that could not be kept. Stop
-(SIGTERM/SIGINT): connections first (stop reading), then flush Kafka within
-``kafka.flush_timeout_seconds``, then close the listener.
+answers, one log line per attempt naming the bootstrap address, or one line
+in all naming the cause when a broker answers but refuses the TLS or SASL
+settings; liveness stays 200 and /readyz says why it is 503 meanwhile;
+SIGTERM ends the wait at once) → Kafka sink (+ schema registry ids) →
+de-duplication memory seeded from Kafka → pipeline → WebSocket connections.
+No WebSocket opens before Kafka answers, so nothing is read that could not
+be kept. Stop (SIGTERM/SIGINT): connections first (stop reading), then flush
+Kafka within ``kafka.flush_timeout_seconds``, then close the listener.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from connector.bybit import connection as bybit_connection
 from connector.bybit import protocol
 from connector.bybit.v5 import protocol as v5_protocol
 from connector.config import Config
-from connector.errors import DeliveryError
+from connector.errors import DeliveryError, KafkaAccessError
 from connector.health import HealthServer, Liveness
 from connector.pipeline import Pipeline, build_routes
 from connector.registry import SchemaRegistryClient, subject_for
@@ -79,7 +80,8 @@ def serializer_factory(config: Config) -> Callable[[str, str], Serializer]:
 PRIVATE_STREAMS = ("private", "v5-private")
 
 
-def _url(config: Config, stream: str) -> str:
+def stream_url(config: Config, stream: str) -> str:
+    """The WebSocket URL a stream connects to: ``bybit.urls`` if set, else the network's."""
     bybit = config.bybit
     configured = bybit.urls.for_stream(stream)
     if configured:
@@ -119,7 +121,7 @@ def build_connections(config: Config, on_event: Callable[[Any], None],
     creds = bybit.credentials
     out = []
     for stream, subs in subscriptions_by_stream(config).items():
-        url = _url(config, stream)
+        url = stream_url(config, stream)
         private = stream in PRIVATE_STREAMS
         groups = plan_groups(stream, subs, bybit.max_subscriptions_per_connection)
         for i, group in enumerate(groups):
@@ -206,6 +208,7 @@ class Connector:
         seed_dedup(self.config, routes)
         self.pipeline = Pipeline(routes, self.sink)
         self.pipeline.resubscribe = self._resubscribe
+        self.sink.on_lost = self.pipeline.record_lost  # book records Kafka refused: resync
         # -- scale-out (connector/coordination.py): with `coordination` set, Kafka's
         # consumer group decides which shards this replica streams; the coordinator
         # builds, starts and stops their connections.
@@ -257,6 +260,16 @@ class Connector:
                         log.info("Kafka at %s answered (attempt %d)", address,
                                  self.kafka_attempts)
                     return sink
+                except KafkaAccessError as exc:
+                    # Settings the broker refuses fail the same way on every retry:
+                    # one line names the cause; retries stay quiet (and /readyz says it).
+                    client_log.setLevel(logging.CRITICAL)
+                    repeated = str(exc)[:512] == self.kafka_error
+                    self.kafka_error = str(exc)[:512]
+                    log.log(logging.DEBUG if repeated else logging.ERROR,
+                            "Kafka refuses this client: %s (attempt %d; retrying with "
+                            "backoff, at most every %.0f s)", self.kafka_error,
+                            self.kafka_attempts, KAFKA_RETRY_MAX)
                 except DeliveryError as exc:
                     client_log.setLevel(logging.CRITICAL)
                     self.kafka_error = str(exc)[:512]
@@ -298,8 +311,9 @@ class Connector:
                      "attempts": self.kafka_attempts}
             if self.kafka_error:
                 kafka["last_error"] = self.kafka_error
-        conns = [{"name": c.name, "up": c.is_up, "subscribed": c.all_subscribed,
-                  "last_error": c.last_error} for c in self._connections()]
+        conns = [{"name": c.name, "url": c.settings.url, "up": c.is_up,
+                  "subscribed": c.all_subscribed, "last_error": c.last_error}
+                 for c in self._connections()]
         ready = (bool(kafka["ready"]) and bool(conns)
                  and all(c["up"] and c["subscribed"] for c in conns))
         body: dict[str, Any] = {"ready": ready, "kafka": kafka, "connections": conns}
@@ -315,7 +329,8 @@ class Connector:
         self._stopped = True
         if self.coordinator is not None:  # scale-out: stop shards, flush, leave the group
             self.coordinator.stop()
-        log.info("stopping: closing %d connections", len(self.connections))
+        if self.connections:  # nothing to announce when start failed before any
+            log.info("stopping: closing %d connections", len(self.connections))
         threads = [threading.Thread(target=c.stop, name=f"stop-{c.name}")
                    for c in self.connections]
         for t in threads:

@@ -35,6 +35,12 @@ backends (kafka-python, confluent-kafka/librdkafka). A backend's
 ``fatal_error`` (librdkafka's fatal idempotence errors, kafka-python's lost
 producer id) and a stall both lead to a replacement.
 
+Lost records: a record sent with a ``ref`` that Kafka refuses (dead-lettered
+as ``delivery_failed``), or that a replaced producer hands back and no room
+is left for, is reported once to ``on_lost(ref, reason)`` on the watchdog
+thread (``delivery_failed`` or ``dropped``): the pipeline breaks that book's
+chain. The listener must only queue: it runs off the pipeline's threads.
+
 Thread-safety: ``send`` and ``dead_letter`` may be called from several
 threads. Delivery callbacks run on the backend's delivery thread; they only
 count and queue failures for the watchdog.
@@ -66,6 +72,7 @@ log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]  # a list: kafka-python takes no other sequence
 ProducerFactory = Callable[[KafkaConfig], Producer]
+LostListener = Callable[[object, str], None]  # (ref given to send, reason)
 
 DETAIL_MAX = 512
 STALL_SECONDS = 15.0  # no acknowledgement for this long, with work and a broker: replace
@@ -83,14 +90,15 @@ class _Delivery:
     """
 
     __slots__ = ("dead_letter", "error", "generation", "headers", "key", "received_mono_ns",
-                 "sink", "topic", "value")
+                 "ref", "sink", "topic", "value")
 
     def __init__(self, sink: KafkaSink, topic: str, key: bytes | None, value: bytes,
                  headers: Headers, received_mono_ns: int, dead_letter: bool,
-                 generation: int) -> None:
+                 generation: int, ref: object = None) -> None:
         self.sink, self.topic, self.key, self.value = sink, topic, key, value
         self.headers, self.received_mono_ns = headers, received_mono_ns
         self.dead_letter, self.generation = dead_letter, generation
+        self.ref = ref  # the sender's handle, reported to ``on_lost`` if the record is lost
         self.error = ""
 
     def acknowledged(self, _partition: int, _offset: int) -> None:
@@ -140,6 +148,7 @@ class KafkaSink:
         self._replaced_at = time.monotonic()
         self._wedge_ticks = 0
         self._closed = False
+        self.on_lost: LostListener | None = None  # see the module doc
         metrics.producer_buffer_capacity_records.set(self._max_pending)
         metrics.producer_buffer_records.set_function(lambda: self._pending)
         self._producer = self._new_producer()
@@ -166,17 +175,18 @@ class KafkaSink:
     # -- sending --------------------------------------------------------------
 
     def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers,
-             received_mono_ns: int) -> bool:
+             received_mono_ns: int, ref: object = None) -> bool:
         """Hand one record to Kafka. Non-blocking unless the buffer is full.
 
         Returns False if the record had to be dropped (counted). Delivery is
-        observed asynchronously; failures go to the dead-letter topic.
+        observed asynchronously; failures go to the dead-letter topic and,
+        for a record with a ``ref``, to ``on_lost``.
         """
         if not self._reserve():
             metrics.dropped_records_total.labels("buffer_full").inc()
             return False
         return self._send_reserved(_Delivery(self, topic, key, value, headers, received_mono_ns,
-                                             False, self._generation))
+                                             False, self._generation, ref))
 
     def dead_letter(self, value: bytes, reason: str, source: str, detail: str,
                     extra_headers: Sequence[tuple[str, bytes]] = ()) -> None:
@@ -318,14 +328,26 @@ class KafkaSink:
 
     def _drain(self) -> None:
         while self._resend and not self._stop.is_set():
-            self._send_reserved(self._resend.popleft())
+            d = self._resend.popleft()
+            if not self._send_reserved(d) and not d.dead_letter:
+                self._lost(d, "dropped")  # no room in the new producer: counted as dropped
         while self._failed and not self._stop.is_set():
             d = self._failed.popleft()
+            self._lost(d, "delivery_failed")
             extra = [h for h in d.headers if not h[0].startswith("dlq.")]
             if d.key is not None:
                 extra.append(("dlq.key", d.key))
             self._dead_letter_reserved(d.value, "delivery_failed", d.topic, d.error, extra,
                                        d.received_mono_ns)
+
+    def _lost(self, d: _Delivery, reason: str) -> None:
+        listener = self.on_lost
+        if d.ref is None or listener is None:
+            return
+        try:
+            listener(d.ref, reason)
+        except Exception:  # the listener's failure must not stop the dead-lettering
+            log.exception("on_lost listener failed")
 
     def broker_connected(self) -> bool:
         """Whether the producer's client holds a live connection to any broker."""

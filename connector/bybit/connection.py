@@ -111,6 +111,7 @@ class Connection:
         self.last_error: str | None = None
         self._up = False
         self._session_ok = False
+        self._opened = False  # this attempt's WebSocket opened (else: could not connect)
         self._subs = Subscriptions(settings.name, settings.stream, self.family,
                                    settings.subscriptions, settings.ack_timeout,
                                    settings.resubscribe_initial, settings.resubscribe_max)
@@ -189,6 +190,7 @@ class Connection:
             first = False
             reason = "network_error"
             self._session_ok = False
+            self._opened = False
             try:
                 self._session()
                 reason = "shutdown"
@@ -213,8 +215,12 @@ class Connection:
             if self._session_ok:  # a healthy session ends any failure schedule
                 delays = self._normal()
             delay = next(delays)
-            log.warning("%s: disconnected (%s); reconnecting in %.1f s", self.name,
-                        self.last_error or reason, delay)
+            if self._opened:
+                log.warning("%s: disconnected from %s (%s); reconnecting in %.1f s",
+                            self.name, s.url, self.last_error or reason, delay)
+            else:
+                log.warning("%s: cannot connect to %s (%s); retrying in %.1f s", self.name,
+                            s.url, self.last_error or reason, delay)
             metrics.reconnect_backoff_seconds.labels(s.stream, s.name).set(delay)
             self._stop.wait(delay)
         metrics.reconnect_backoff_seconds.labels(s.stream, s.name).set(0)
@@ -242,6 +248,7 @@ class Connection:
         ws = websocket.create_connection(s.url, timeout=s.connect_timeout,
                                          enable_multithread=True, skip_utf8_validation=True)
         self._ws = ws
+        self._opened = True
         ws.settimeout(s.read_timeout)
         metrics.connects_total.labels(s.stream, s.name).inc()
         log.info("%s: connected to %s", s.name, s.url)

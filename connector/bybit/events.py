@@ -171,6 +171,9 @@ class V5Data:
     stamp: Stamp
     size: int = 0
     raw: str | bytes = b""  # the frame as received, for the dead-letter topic if mapping fails
+    # The decoded frame object itself, so envelope keys no field names (any key Bybit
+    # adds) reach the record's `frame_extra`; not copied, not parsed again.
+    frame: dict[str, Any] = field(default_factory=dict)
 
 
 Event = (Ack | SubError | Pong | ServerPing | AuthResult | MarketData | PrivateData | V5Data

@@ -52,7 +52,8 @@ class Subscriptions:
         self._pending: list[_Pending] = []
         self._retry_at: dict[Request, tuple[float, int]] = {}
         self._unsubscribing: set[str] = set()
-        self._resubscribe: list[Pair] = []
+        self._resubscribe: dict[Pair, float] = {}  # pair -> when its restart is due
+        self._restarted: dict[Pair, tuple[float, float]] = {}  # pair -> (last restart, delay)
 
     # -- views ---------------------------------------------------------------------
 
@@ -155,15 +156,34 @@ class Subscriptions:
     # -- resubscribe ------------------------------------------------------------------
 
     def resubscribe(self, pair: Pair) -> None:
-        """Ask for one topic's restart (thread-safe); see ``take_resubscribes``."""
+        """Ask for one topic's restart (thread-safe); see ``take_resubscribes``.
+
+        The first restart is at once; one asked for within ``retry_max`` of
+        the last waits ``retry_initial``, doubling up to ``retry_max``: a book
+        whose every snapshot fails (too large for its topic, say) must not
+        make the connector hammer Bybit with resubscribes."""
+        now = self._clock()
         with self._lock:
-            if pair not in self._resubscribe:
-                self._resubscribe.append(pair)
+            if pair in self._resubscribe:
+                return
+            last, delay = self._restarted.get(pair, (None, 0.0))
+            if last is None or now - last >= self._retry_max:
+                delay = 0.0
+            else:
+                delay = min(self._retry_max, max(self._retry_initial, delay * 2))
+            self._resubscribe[pair] = now + delay
+            self._restarted[pair] = (now + delay, delay)
+            if delay:
+                log.warning("%s: %s %s restarted %.1f s ago; resubscribing in %.1f s", self.name,
+                            *pair, now - last if last is not None else 0.0, delay)
 
     def take_resubscribes(self) -> tuple[list[str], list[Send]]:
-        """(unsubscribe texts, subscribe requests) for the restarts asked for."""
+        """(unsubscribe texts, subscribe requests) for the restarts now due."""
+        now = self._clock()
         with self._lock:
-            todo, self._resubscribe = self._resubscribe, []
+            todo = [pair for pair, due in self._resubscribe.items() if due <= now]
+            for pair in todo:
+                del self._resubscribe[pair]
         texts: list[str] = []
         sends: list[Send] = []
         for pair in todo:

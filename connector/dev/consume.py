@@ -11,9 +11,11 @@ registry path is also checked with Confluent's own deserializer in the tests).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import io
 import json
+import logging
 import struct
 import sys
 import time
@@ -27,6 +29,7 @@ import fastavro
 from kafka import KafkaConsumer, TopicPartition
 
 from connector import records
+from connector.errors import DeliveryError, KafkaAccessError
 from connector.serde import FINGERPRINT_HEADER, PlainAvroSerializer
 
 
@@ -242,6 +245,10 @@ def follow(consumer_settings: dict[str, Any], topic: str, from_beginning: bool,
         consumer.close()
 
 
+MAX_MESSAGES_IDLE_SECONDS = 5.0  # --max-messages without --timeout: a quiet topic ends it
+BOOTSTRAP_SECONDS = 5.0  # no broker answering within this: one error line, exit 1
+
+
 def run_consume(topic: str, bootstrap_servers: list[str] | None, config_path: str | None,
                 from_beginning: bool, max_messages: int | None, idle_timeout: float | None,
                 out: Any) -> int:
@@ -250,11 +257,33 @@ def run_consume(topic: str, bootstrap_servers: list[str] | None, config_path: st
     Kafka connection, security and the schema registry come from the config
     file when one is given (``bootstrap_servers`` overrides its brokers). A
     message that cannot be decoded is printed with ``error`` and its raw
-    bytes, and reading goes on. Returns the exit code; raises ``ConfigError``.
+    bytes, and reading goes on. With ``max_messages`` and no ``idle_timeout``
+    it stops after ``MAX_MESSAGES_IDLE_SECONDS`` without a message (saying how
+    many it got), so a quiet topic cannot hold it for ever. Kafka's client logs
+    nothing: a broker that cannot be reached is one error line within
+    ``BOOTSTRAP_SECONDS``. Returns the exit code; raises ``ConfigError``.
     """
     from kafka.errors import KafkaError
 
+    client_log = logging.getLogger("kafka")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)  # its retries would repeat our one error line
+    try:
+        return _consume(topic, bootstrap_servers, config_path, from_beginning, max_messages,
+                        idle_timeout, out)
+    except (KafkaError, ValueError, DeliveryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client_log.setLevel(level)
+
+
+def _consume(topic: str, bootstrap_servers: list[str] | None, config_path: str | None,
+             from_beginning: bool, max_messages: int | None, idle_timeout: float | None,
+             out: Any) -> int:
     from connector.config import load
+    from connector.kafka_client import tcp_probe
+    from connector.kafka_probe import probe
     from connector.sink import producer_settings
 
     settings: dict[str, Any] = {"bootstrap_servers": bootstrap_servers or ["localhost:9092"]}
@@ -268,20 +297,33 @@ def run_consume(topic: str, bootstrap_servers: list[str] | None, config_path: st
         registry = config.serialization.schema_registry
         reader = RecordReader(registry.url, registry.username,
                               registry.password.get() if registry.password else None)
-    count = 0
+    servers = settings["bootstrap_servers"]
     try:
-        for message in follow(settings, topic, from_beginning, idle_timeout):
-            try:
-                line = reader.read(message)
-            except ValueError as exc:
-                line = {"topic": message.topic, "partition": message.partition,
-                        "offset": message.offset, "error": str(exc),
-                        "raw": {"base64": base64.b64encode(message.value).decode()}}
-            print(json.dumps(line, ensure_ascii=False), file=out, flush=True)
-            count += 1
-            if max_messages is not None and count >= max_messages:
-                break
-    except (KafkaError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        if config_path is not None:  # security settings too: a refusal names its cause
+            probe(dataclasses.replace(config.kafka, bootstrap_servers=list(servers)),
+                  BOOTSTRAP_SECONDS)
+        else:
+            tcp_probe(servers, BOOTSTRAP_SECONDS)
+    except KafkaAccessError:
+        raise
+    except DeliveryError as exc:
+        raise DeliveryError(f"Kafka at {','.join(servers)} not reachable ({exc})") from exc
+    settings.setdefault("bootstrap_timeout_ms", int(BOOTSTRAP_SECONDS * 1000))
+    if max_messages is not None and idle_timeout is None:
+        idle_timeout = MAX_MESSAGES_IDLE_SECONDS
+    count = 0
+    for message in follow(settings, topic, from_beginning, idle_timeout):
+        try:
+            line = reader.read(message)
+        except ValueError as exc:
+            line = {"topic": message.topic, "partition": message.partition,
+                    "offset": message.offset, "error": str(exc),
+                    "raw": {"base64": base64.b64encode(message.value).decode()}}
+        print(json.dumps(line, ensure_ascii=False), file=out, flush=True)
+        count += 1
+        if max_messages is not None and count >= max_messages:
+            return 0
+    if max_messages is not None:
+        print(f"consume: {count} of {max_messages} messages; none for {idle_timeout:g} s",
+              file=sys.stderr)
     return 0

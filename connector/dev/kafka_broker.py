@@ -46,6 +46,18 @@ def fetch() -> Path:
     return fetch_classpath(f"kafka-{KAFKA_VERSION}", ARTIFACTS)
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: 16 bytes, URL-safe base64 without padding.
+
+    Like Kafka's own ``Uuid.randomUuid``, an id beginning with ``-`` is drawn
+    again (1 in 64 would): command lines and tools read such a value as an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -110,6 +122,7 @@ class KafkaBroker:
         return str(fetch() / "*")
 
     def _write_config(self) -> Path:
+        self._dir.mkdir(parents=True, exist_ok=True)  # again after a failed first start
         props = self._dir / "server.properties"
         props.write_text(f"""\
 process.roles=broker,controller
@@ -154,20 +167,38 @@ rootLogger.appenderRef.file.ref = FILE
             if port_in_use(port):
                 raise RuntimeError(f"port {port} on 127.0.0.1 is in use (another broker?)")
 
+    def format_storage(self, cluster_id: str) -> None:
+        """Format this broker's KRaft storage with ``cluster_id`` (raises ``RuntimeError``).
+
+        The id is passed as ``--cluster-id=<id>``, one argument, so an id that
+        begins with ``-`` is still read as the id, not as an option.
+        """
+        fmt = subprocess.run(
+            self._java_cmd("kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
+                           "-c", str(self._dir / "server.properties")),
+            capture_output=True, text=True, timeout=120)
+        if fmt.returncode != 0:
+            raise RuntimeError(f"formatting KRaft storage failed:\n{fmt.stdout}{fmt.stderr}")
+
     def start(self) -> KafkaBroker:
-        """Start and wait until ready; on any failure no Java process is left running."""
+        """Start and wait until ready; on any failure no Java process is left running,
+        and a broker that never started leaves no temp dir behind."""
+        fresh = not (self._dir / "data" / "meta.properties").exists()
+        try:
+            return self._start()
+        except BaseException:
+            if fresh:
+                self.stop()
+            raise
+
+    def _start(self) -> KafkaBroker:
         started = time.monotonic()
         self.check_ports_free()
         props = self._write_config()
         if not (self._dir / "data" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            self.cluster_id = cluster_id
-            fmt = subprocess.run(
-                self._java_cmd("kafka.tools.StorageTool", "format", "-t", cluster_id,
-                               "-c", str(props)),
-                capture_output=True, text=True, timeout=120)
-            if fmt.returncode != 0:
-                raise RuntimeError(f"formatting KRaft storage failed:\n{fmt.stdout}{fmt.stderr}")
+            # A preset id: a node joining a multi-node cluster (``kafka_cluster.py``).
+            self.cluster_id = self.cluster_id or new_cluster_id()
+            self.format_storage(self.cluster_id)
         elif self.cluster_id is None:
             meta = (self._dir / "data" / "meta.properties").read_text()
             self.cluster_id = next((line.split("=", 1)[1].strip() for line in meta.splitlines()
@@ -279,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--port", type=int, default=None, help="listener port (default: free)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # Until Java listens, the readiness probe's client logs every refused connection;
+    # start() itself reports a broker that never comes up.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     if args.command == "fetch":
         print(f"Kafka {KAFKA_VERSION} broker jars in {fetch()}")
         return 0

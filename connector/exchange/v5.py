@@ -376,8 +376,8 @@ class V5Exchange(V5Controls):
         finally:
             feed.task = None
 
-    def _broadcast(self, feed: Feed, frame: dict[str, Any]) -> None:
-        text = dumps(frame)
+    def _broadcast(self, feed: Feed, frame: dict[str, Any] | str) -> None:
+        text = frame if isinstance(frame, str) else dumps(frame)
         feed.frames += 1
         for c in feed.subscribers:
             c.push(text, feed.spec.topic)

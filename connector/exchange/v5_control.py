@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from connector.exchange.v5_feeds import Feed, Feeds, book_topic, wire_levels
+from connector.exchange.v5_feeds import CORRUPT_MODES, Feed, Feeds, book_topic, wire_levels
 
 if TYPE_CHECKING:
     from connector.exchange.server import ExchangeServer
@@ -61,6 +61,9 @@ class V5Controls:
         symbol, depth = q.get("symbol") or None, q.get("depth") or None
         if action == "gap":
             return self._gap(symbol, depth, int(q.get("count", "1")))
+        if action == "corrupt":
+            return self._corrupt(symbol, depth, q.get("mode", "missing_asks"),
+                                 int(q.get("count", "1")))
         if action == "restart":
             return self._restart(symbol, depth)
         if action == "duplicate":
@@ -94,6 +97,14 @@ class V5Controls:
         feeds = self.feeds.book_feeds(symbol, depth)
         for f in feeds:
             f.gaps_pending += count
+        return len(feeds)
+
+    def _corrupt(self, symbol: str | None, depth: str | None, mode: str, count: int) -> int:
+        if mode not in CORRUPT_MODES:
+            raise ValueError(f"mode must be one of {CORRUPT_MODES}")
+        feeds = [f for f in self.feeds.book_feeds(symbol, depth) if f.spec.depth != 1]
+        for f in feeds:
+            f.corrupt_pending += [mode] * count
         return len(feeds)
 
     def _restart(self, symbol: str | None, depth: str | None) -> int:
@@ -174,6 +185,14 @@ class V5Controls:
         return self._run(lambda: self._gap(symbol, None if depth is None else str(depth),
                                            count))
 
+    def corrupt(self, symbol: str | None = None, depth: int | str | None = None,
+                mode: str = "missing_asks", count: int = 1) -> int:
+        """The next ``count`` deltas of the matching books (depth 1 has none) are
+        sent spoilt (``CORRUPT_MODES``) while the books move on; returns how
+        many books were armed."""
+        return self._run(lambda: self._corrupt(symbol, None if depth is None else str(depth),
+                                               mode, count))
+
     def restart(self, symbol: str | None = None, depth: int | str | None = None) -> int:
         """Fresh books sent as ``u=1`` snapshots now (their history restarts)."""
         return self._run(lambda: self._restart(symbol, None if depth is None else str(depth)))
@@ -251,13 +270,17 @@ class V5Controls:
     def sent_frames(self, stream: str | None = None, conn_id: str | None = None,
                     topic: str | None = None, data_only: bool = True) -> list[dict[str, Any]]:
         """Frames written to v5 clients, oldest first, parsed (``stream``: ``v5``
-        or ``v5-private``; ``data_only``: only frames with a ``topic``)."""
+        or ``v5-private``; ``data_only``: only frames with a ``topic``); frames
+        a fault cut short are left out."""
         rows = self._run(lambda: list(self.sent))
         out = []
         for cid, s, text in rows:
             if (stream is not None and s != stream) or (conn_id is not None and cid != conn_id):
                 continue
-            frame = json.loads(text)
+            try:
+                frame = json.loads(text)
+            except ValueError:
+                continue  # spoilt on purpose (``corrupt`` mode ``truncated``)
             if data_only and "topic" not in frame:
                 continue
             if topic is not None and frame.get("topic") != topic:

@@ -13,6 +13,7 @@ Topic names: ``orderbook.{1,50,200,1000}.S``, ``orderbook.rpi.S``,
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -90,6 +91,7 @@ class Feed:
     last_delta: dict[str, Any] | None = None  # what a duplicate fault repeats
     last_sent: float = 0.0
     gaps_pending: int = 0
+    corrupt_pending: list[str] = field(default_factory=list)  # faults for the next deltas
     skipped: list[int] = field(default_factory=list)  # u values never sent (gap faults)
     restarts: int = 0
     frames: int = 0
@@ -100,7 +102,8 @@ class Feeds:
     """Every public feed, created on first subscribe; books outlive unsubscribes
     (state and ``u`` are frozen while nobody listens)."""
 
-    def __init__(self, market: V5Market, broadcast: Callable[[Feed, dict[str, Any]], None],
+    def __init__(self, market: V5Market,
+                 broadcast: Callable[[Feed, dict[str, Any] | str], None],
                  history: int = 10_000, l1_resend: float = 3.0,
                  l1_change_prob: float = 0.5) -> None:
         self.market, self.broadcast = market, broadcast
@@ -185,7 +188,10 @@ class Feeds:
         else:
             feed.last_delta = self.market.book_frame(
                 feed.spec.topic, book, "delta", update.bids, update.asks, feed.seq, feed.cts)
-            self.broadcast(feed, feed.last_delta)
+            if feed.corrupt_pending:
+                self.broadcast(feed, corrupted(feed.last_delta, feed.corrupt_pending.pop(0)))
+            else:
+                self.broadcast(feed, feed.last_delta)
 
     # -- faults ------------------------------------------------------------------------
 
@@ -224,6 +230,28 @@ class Feeds:
         return [f for f in self.feeds.values() if f.book is not None
                 and (symbol is None or f.spec.symbol == symbol)
                 and (depth is None or f.spec.kind == f"orderbook.{depth}")]
+
+
+CORRUPT_MODES = ("missing_asks", "missing_bids", "bad_level", "truncated")
+
+
+def corrupted(frame: dict[str, Any], mode: str) -> dict[str, Any] | str:
+    """A book delta spoilt on the wire (the book itself moved on as usual):
+    without its ``a`` or ``b`` key, with a level that is no [price, size] pair,
+    or cut off halfway through its JSON text."""
+    data = dict(frame["data"])
+    if mode == "missing_asks":
+        del data["a"]
+    elif mode == "missing_bids":
+        del data["b"]
+    elif mode == "bad_level":
+        data["b"] = [*data["b"], ["1"]]
+    elif mode == "truncated":
+        text = json.dumps(frame, separators=(",", ":"))
+        return text[:max(1, len(text) // 2)]
+    else:
+        raise ValueError(f"mode must be one of {CORRUPT_MODES}")
+    return {**frame, "data": data}
 
 
 def wire_levels(side: dict[int, Size], bids: bool) -> list[list[str]]:

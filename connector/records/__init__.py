@@ -18,11 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from connector import metrics
 from connector.bybit.events import MarketData, PrivateData, V5Data
 from connector.bybit.frames import market_topic_id
 from connector.records import v5
 from connector.records.mapping import (
     MappingError,
+    OnMissing,
+    expected_fields,
     field_plan,
     map_item,
     row_mapper,
@@ -31,15 +34,20 @@ from connector.records.mapping import (
 )
 from connector.topics import LEGACY_STREAMS, TOPICS, V5_STREAMS
 
-__all__ = ["MAPPERS", "PRIVATE_KINDS", "MappingError", "load_schema", "record_key",
-           "repeated_fields", "resync_marker"]
+__all__ = ["MAPPERS", "PRIVATE_KINDS", "MappingError", "expected_paths", "load_schema",
+           "record_key", "repeated_fields", "resync_marker"]
 
 _PACKAGED = Path(__file__).resolve().parent.parent / "avro"  # inside an installed wheel
 _CHECKOUT = Path(__file__).resolve().parents[2] / "avro"  # a source checkout
 
 
 def schema_dir() -> Path:
-    return _CHECKOUT if _CHECKOUT.is_dir() else _PACKAGED
+    """The folder of ``.avsc`` files: the package's own when installed from a wheel.
+
+    The packaged folder is looked for first: next to an installed package,
+    ``<site-packages>/avro`` is another distribution (Apache Avro's), not ours.
+    """
+    return _PACKAGED if _PACKAGED.is_dir() else _CHECKOUT
 
 
 @functools.cache
@@ -171,7 +179,37 @@ MAPPERS: dict[str, Callable[..., Any]] = {
              else _market_mapper(t.kind, t.book, t.snapshots))
     for t in TOPICS if t.stream in LEGACY_STREAMS
 }
-MAPPERS.update({kind: v5.compile_mapper(kind, load_schema(kind))
+
+
+def expected_paths(kind: str) -> list[str]:
+    """Paths of the fields of ``kind`` whose absence is counted (``coins.usd_value``
+    for a field of a nested row): the only ``field`` label values of
+    ``record_fields_missing_total`` for that kind."""
+    def walk(fields: list[dict[str, Any]], prefix: str) -> list[str]:
+        out = [prefix + name for name in sorted(expected_fields(fields))]
+        for field in fields:
+            types = field["type"] if isinstance(field["type"], list) else [field["type"]]
+            for branch in types:
+                items = branch.get("items") if isinstance(branch, dict) else None
+                if isinstance(items, dict) and items.get("type") == "record":
+                    out += walk(items["fields"], f"{prefix}{field['name']}.")
+        return out
+    return walk(load_schema(kind)["fields"], "")
+
+
+def _missing_counter(kind: str) -> OnMissing:
+    """Counts an expected field a frame of ``kind`` left out. Every child is created
+    here, once, so dashboards show zeros and the label set stays the schema's."""
+    children = {path: metrics.record_fields_missing_total.labels(kind, path)
+                for path in expected_paths(kind)}
+
+    def count(path: str) -> None:
+        children[path].inc()
+
+    return count
+
+
+MAPPERS.update({kind: v5.compile_mapper(kind, load_schema(kind), _missing_counter(kind))
                 for kind in dict.fromkeys(t.kind for t in TOPICS if t.stream in V5_STREAMS)})
 
 # Private event type `e` → kind.
@@ -184,11 +222,14 @@ def record_key(kind: str, record: dict[str, Any]) -> bytes:
     ``outboundAccountInfo`` has no symbol; its key is the first asset of the
     change (balance updates of one asset stay in order). v5 orders and fills
     are keyed by ``order_id`` (an order's updates and fills stay in order),
-    the v5 wallet by ``account_type``.
+    the v5 wallet by ``account_type``, or by its topic (``wallet``) for a row
+    without one (some wallet frames carry none): an account's rows then still
+    share a partition.
     """
     field = v5.KEY_FIELDS.get(kind)
     if field is not None:
-        return record[field].encode()
+        value = record[field]
+        return (value if value is not None else record["bybit_topic"]).encode()
     symbol = record.get("symbol")
     if isinstance(symbol, str):
         return symbol.encode()

@@ -23,9 +23,14 @@ whose fields have ``"bybit"`` attributes is mapped element by element (each
 element with its own ``extra``).
 
 Keys Bybit sends that the schema does not know go to ``extra`` as JSON text.
-A missing required field, a value of the wrong type or a value nested too
-deeply to write back as JSON (``RecursionError``) raises ``MappingError``
-(never a half-filled record, never an exception the pipeline does not route).
+A nullable field Bybit leaves out (or sends as null) becomes null; where the
+field says ``"bybit_expected": true`` (Bybit documents it as always sent) the
+absence is also reported to the plan's ``on_missing`` hook with the field's
+path (``coins.usd_value``), so a respelled or dropped field shows on a
+dashboard while the record still lands. A missing required field, a value
+of the wrong type or a value nested too deeply to write back as JSON
+(``RecursionError``) raises ``MappingError`` (never a half-filled record,
+never an exception the pipeline does not route).
 ``map_item`` maps one item by a plan; ``row_mapper`` compiles the same for the
 hot path.
 """
@@ -40,6 +45,8 @@ from typing import Any
 from connector.errors import ConnectorError
 
 Convert = Callable[[Any], Any]
+# Told the path of an expected field an item left out (see the module doc).
+OnMissing = Callable[[str], None]
 
 
 class MappingError(ConnectorError):
@@ -200,10 +207,12 @@ _LEVELS: dict[tuple[str, ...], Convert] = {
 }
 
 
-def _record_array(record: dict[str, Any], named: dict[str, Any], namespace: str) -> Convert:
+def _record_array(record: dict[str, Any], named: dict[str, Any], namespace: str,
+                  on_missing: OnMissing | None) -> Convert:
     """An array of Bybit objects mapped element by element with the record's own plan."""
-    plan = _plan(record["fields"], True, named, namespace)
-    map_row = row_mapper(record["name"], plan, frozenset(key for _, key, _, _ in plan))
+    plan = _plan(record["fields"], True, named, namespace, on_missing)
+    map_row = row_mapper(record["name"], plan, frozenset(key for _, key, _, _ in plan),
+                         expected_fields(record["fields"]), on_missing)
 
     def convert(value: Any) -> list[dict[str, Any]]:
         if not isinstance(value, list):
@@ -219,8 +228,8 @@ def _record_array(record: dict[str, Any], named: dict[str, Any], namespace: str)
     return convert
 
 
-def _strict_converter(field: dict[str, Any], named: dict[str, Any],
-                      namespace: str) -> tuple[Convert, bool]:
+def _strict_converter(field: dict[str, Any], named: dict[str, Any], namespace: str,
+                      on_missing: OnMissing | None) -> tuple[Convert, bool]:
     avro_type = field["type"]
     nullable = isinstance(avro_type, list) and "null" in avro_type
     if isinstance(avro_type, list):
@@ -237,7 +246,10 @@ def _strict_converter(field: dict[str, Any], named: dict[str, Any],
             if isinstance(items, dict):
                 named[f"{items.get('namespace', namespace)}.{items['name']}"] = items
             if any("bybit" in f for f in record["fields"]):
-                return _record_array(record, named, namespace), nullable
+                prefix = f"{field['name']}."
+                inner = (None if on_missing is None
+                         else lambda path: on_missing(prefix + path))
+                return _record_array(record, named, namespace, inner), nullable
             names = tuple(f["name"] for f in record["fields"])
             if names not in _LEVELS:
                 raise ValueError(f"{field['name']}: no conversion for levels named {names}")
@@ -271,19 +283,26 @@ def _converter(avro_type: Any) -> tuple[Convert, bool]:
 FieldPlan = tuple[str, str, Convert, bool]
 
 
-def field_plan(schema: dict[str, Any], strict: bool = False) -> list[FieldPlan]:
-    """The Bybit-sourced fields of a schema, in order (``strict``: see the module doc)."""
-    return _plan(schema["fields"], strict, {}, schema.get("namespace", ""))
+def field_plan(schema: dict[str, Any], strict: bool = False,
+               on_missing: OnMissing | None = None) -> list[FieldPlan]:
+    """The Bybit-sourced fields of a schema, in order (``strict``: see the module doc;
+    ``on_missing`` is handed to the row mappers of nested record arrays)."""
+    return _plan(schema["fields"], strict, {}, schema.get("namespace", ""), on_missing)
+
+
+def expected_fields(fields: list[dict[str, Any]]) -> frozenset[str]:
+    """Names of the fields whose absence is counted (``"bybit_expected": true``)."""
+    return frozenset(f["name"] for f in fields if f.get("bybit_expected"))
 
 
 def _plan(fields: list[dict[str, Any]], strict: bool, named: dict[str, Any],
-          namespace: str) -> list[FieldPlan]:
+          namespace: str, on_missing: OnMissing | None = None) -> list[FieldPlan]:
     plan = []
     for field in fields:
         key = field.get("bybit")
         if key is not None:
-            convert, nullable = (_strict_converter(field, named, namespace) if strict
-                                 else _converter(field["type"]))
+            convert, nullable = (_strict_converter(field, named, namespace, on_missing)
+                                 if strict else _converter(field["type"]))
             plan.append((field["name"], key, convert, nullable))
     return plan
 
@@ -304,11 +323,20 @@ _SAME: dict[Convert, type] = {to_str: str, to_long: int, to_int: int, to_bool: b
 RowMapper = Callable[[Any, dict[str, Any]], dict[str, Any]]
 
 
-def row_mapper(kind: str, plan: list[FieldPlan], known: frozenset[str]) -> RowMapper:
+def row_mapper(kind: str, plan: list[FieldPlan], known: frozenset[str],
+               expected: frozenset[str] = frozenset(),
+               on_missing: OnMissing | None = None) -> RowMapper:
     """``map_item`` compiled for the hot path: same results and errors, but a
     value that already has its field's type (most are) is copied without a
-    call (profiled: about a quarter of a v5 trade's mapping time)."""
-    typed = [(name, key, _SAME.get(convert), convert, nullable)
+    call (profiled: about a quarter of a v5 trade's mapping time).
+
+    A field named in ``expected`` that an item leaves out is reported to
+    ``on_missing`` (only on that path: a present value costs nothing more).
+    """
+    # `nullable`: 0 required, 1 nullable, 2 nullable and counted when missing (one
+    # tuple slot fewer to unpack per field than a separate flag).
+    typed = [(name, key, _SAME.get(convert), convert,
+              (2 if name in expected and on_missing is not None else 1) if nullable else 0)
              for name, key, convert, nullable in plan]
     n_known = len(known)
 
@@ -324,6 +352,8 @@ def row_mapper(kind: str, plan: list[FieldPlan], known: frozenset[str]) -> RowMa
                 if not nullable:
                     raise MappingError(kind, name, f"Bybit field {key!r} is missing")
                 out[name] = None
+                if nullable == 2:
+                    on_missing(name)  # type: ignore[misc]
             else:
                 out[name] = map_value(kind, name, f"Bybit field {key!r}", convert, value)
         if len(item) > n_known or not known.issuperset(item):

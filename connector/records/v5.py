@@ -13,25 +13,36 @@ Where each field comes from is read from the schema, once, at import:
   parsed;
 * ``"bybit_repeat": "<key>"`` on ``symbol``: public frames name the symbol in
   their topic, and each element repeats it under that key; the two must agree;
+* envelope keys the schema does not name (beside ``topic`` and ``data``)
+  go to ``frame_extra`` as JSON texts, item keys it does not know to ``extra``:
+  nothing Bybit sends is dropped, and the two never mix;
 * the rest are the connector's own: ``stream``, ``bybit_topic`` (the topic id),
   ``symbol`` from the topic (public), ``receive_time``, and for books ``depth``,
   ``is_snapshot`` (from ``type``) and ``resync_reason`` (null; see
   ``to_marker``).
 
-Anything that does not fit raises ``MappingError`` (the frame goes to the
-dead-letter topic); no half-filled record is returned.
+Only what identifies a record is required (the symbol, the ids used for keys
+and de-duplication, ``u``/``seq`` and the levels of a book); every other
+field is nullable, null when Bybit leaves it out, and where the schema marks
+it ``"bybit_expected"`` its absence is reported to ``on_missing(path)`` (the
+metric ``record_fields_missing_total``). Anything else that does not fit
+raises ``MappingError`` (the frame goes to the dead-letter topic); no
+half-filled record is returned.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 from connector.bybit.events import V5Data
 from connector.records.mapping import (
     MappingError,
+    OnMissing,
     exact_long,
     exact_str,
+    expected_fields,
     field_plan,
     map_value,
     row_mapper,
@@ -56,8 +67,10 @@ _DEPTHS = {f"orderbook.{d}": d for d in V5_ORDERBOOK_DEPTHS} | {"orderbook.rpi":
 _SNAPSHOT = {"snapshot": True, "delta": False}
 
 
-def _envelope_reader(kind: str, schema: dict[str, Any]) -> Callable[[V5Data, dict], None]:
-    """Copies the envelope fields the schema names into a record, checking type and presence."""
+def _envelope_reader(kind: str, schema: dict[str, Any],
+                     on_missing: OnMissing | None) -> Callable[[V5Data, dict], None]:
+    """Copies the envelope fields the schema names into a record, checking type and
+    presence, and every other envelope key into ``frame_extra``."""
     fields = []
     for field in schema["fields"]:
         key = field.get("bybit_frame")
@@ -69,30 +82,56 @@ def _envelope_reader(kind: str, schema: dict[str, Any]) -> Callable[[V5Data, dic
             avro_type = next(t for t in avro_type if t != "null")
         if isinstance(avro_type, dict):
             avro_type = avro_type["type"]
-        check = exact_str if avro_type == "string" else exact_long
-        fields.append((field["name"], key, _FRAME_ATTRS[key], check, nullable))
+        check, same = (exact_str, str) if avro_type == "string" else (exact_long, int)
+        # 0 required, 1 nullable, 2 nullable and counted when missing (as in row_mapper)
+        counted = bool(field.get("bybit_expected")) and on_missing is not None
+        fields.append((field["name"], key, _FRAME_ATTRS[key], check, same,
+                       (2 if counted else 1) if nullable else 0))
+    # Envelope keys a record holds in fields of its own (books: `type` is among them).
+    known = frozenset({"topic", "data"} | {key for _, key, *_ in fields})
+    is_known = known.issuperset
 
     def read(data: V5Data, out: dict[str, Any]) -> None:
-        for name, key, attr, check, nullable in fields:
+        frame = data.frame
+        unread: set[str] | None = None  # known keys whose value the decoder could not take
+        for name, key, attr, check, same, nullable in fields:
             value = getattr(data, attr)
-            if value is None:
+            if type(value) is same:  # the usual case: no call
+                pass
+            elif value is None:
                 if not nullable:
                     raise MappingError(kind, name, f"Bybit frame field {key!r} is missing")
+                if frame.get(key) is not None:  # e.g. an `id` sent as a number: keep it
+                    unread = (unread or set()) | {key}
+                elif nullable == 2:
+                    on_missing(name)  # type: ignore[misc]
             else:
                 map_value(kind, name, f"Bybit frame field {key!r}", check, value)
             out[name] = value
+        if unread is None and is_known(frame):
+            out["frame_extra"] = None
+        else:
+            keep = known - (unread or set())
+            try:
+                out["frame_extra"] = {k: json.dumps(v) for k, v in frame.items()
+                                      if k not in keep} or None
+            except RecursionError:
+                raise MappingError(kind, "frame_extra", "a frame field Bybit added is nested "
+                                                        "too deeply to keep as JSON") from None
 
     return read
 
 
-def compile_mapper(kind: str, schema: dict[str, Any]) -> V5Mapper:
-    """The mapper of one v5 kind, compiled from its parsed ``.avsc``."""
+def compile_mapper(kind: str, schema: dict[str, Any],
+                   on_missing: OnMissing | None = None) -> V5Mapper:
+    """The mapper of one v5 kind, compiled from its parsed ``.avsc``; ``on_missing``
+    is told the path of each expected field a frame leaves out."""
     fields = {f["name"]: f for f in schema["fields"]}
-    plan = field_plan(schema, strict=True)
+    plan = field_plan(schema, strict=True, on_missing=on_missing)
     repeat: str | None = fields["symbol"].get("bybit_repeat")
     known = frozenset({key for _, key, _, _ in plan} | ({repeat} if repeat else set()))
-    map_row = row_mapper(kind, plan, known)
-    envelope = _envelope_reader(kind, schema)
+    map_row = row_mapper(kind, plan, known, expected_fields(schema["fields"]), on_missing)
+    envelope = _envelope_reader(kind, schema, on_missing)
     symbol_field = fields["symbol"]
     # public: the topic's symbol; private rows: their own `symbol` (in the plan); wallet: null
     symbol_from_topic = "bybit" not in symbol_field and symbol_field["type"] == "string"
@@ -153,9 +192,9 @@ def to_marker(record: dict[str, Any], reason: str) -> dict[str, Any]:
     ``cross_seq``) and says "discard your book until the next snapshot":
     ``is_snapshot`` false, no levels (a consumer applying it as a delta changes
     nothing), ``frame_type`` null (the connector wrote it, not Bybit),
-    ``resync_reason`` set, ``extra`` null.
+    ``resync_reason`` set, ``extra`` and ``frame_extra`` null.
     """
     if not isinstance(reason, str) or not reason:
         raise ValueError("a resync marker needs a reason, e.g. 'gap'")
     return {**record, "frame_type": None, "is_snapshot": False, "bids": [], "asks": [],
-            "resync_reason": reason, "extra": None}
+            "resync_reason": reason, "extra": None, "frame_extra": None}

@@ -38,12 +38,14 @@ class Outcome:
     lost: int
     recovery_seconds: float | None = None
     notes: list[str] = field(default_factory=list)
-    out_of_order: int = 0  # landed records whose trade id is below an earlier one of its key
+    out_of_order: int | None = None  # landed records whose trade id is below an earlier
+    # one of its key (None: not counted here)
 
     def row(self) -> str:
         rec = "-" if self.recovery_seconds is None else f"{self.recovery_seconds:.1f} s"
         return (f"| {self.fault} | {self.generated} | {self.landed} | {self.dead_lettered} | "
-                f"{self.counted} | {self.duplicated} | {self.out_of_order} | {rec} |")
+                f"{self.counted} | {self.duplicated} | "
+                f"{'-' if self.out_of_order is None else self.out_of_order} | {rec} |")
 
 
 class ConnectorProcess:

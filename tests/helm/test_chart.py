@@ -111,6 +111,44 @@ def test_pod_is_locked_down_and_probed() -> None:
     assert deployment["spec"]["strategy"]["type"] == "Recreate"
 
 
+def test_deployment_runs_what_the_image_provides() -> None:
+    """The Deployment against the Dockerfile's final stage (no image is built in tests):
+    the command it runs parses, with the image's config path, port and user."""
+    sys.path.insert(0, str(ROOT / "tests" / "install"))
+    from dockerfile import parse
+
+    from connector.cli import parse_args
+
+    image = parse()[-1]
+    entrypoint = image.last("ENTRYPOINT").exec_form()
+    cmd = image.last("CMD").exec_form()
+    [config_copy] = [c.words() for c in image.all("COPY") if c.words()[0] == "config.yaml"]
+    image_config = config_copy[-1]
+    docs = render()
+    pod = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+
+    command = container.get("command", entrypoint) + container.get("args", cmd)
+    assert command[0] == entrypoint[0] == "bybit-kafka-connector"
+    for argv in (cmd, command[1:]):
+        args, rest = parse_args(argv)  # exits (SystemExit) if the connector would
+        assert (args.command, args.config, rest) == ("run", image_config, [])
+    # The config the chart mounts is where the image and the command look for it.
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "config")
+    volume = next(v for v in pod["volumes"] if v["name"] == "config")
+    config_map = next(d for d in by_kind(docs, "ConfigMap")
+                      if d["metadata"]["name"] == volume["configMap"]["name"])
+    assert image_config.startswith(mount["mountPath"].rstrip("/") + "/")
+    assert image_config.removeprefix(mount["mountPath"].rstrip("/") + "/") in config_map["data"]
+    # Port and user.
+    assert [p["containerPort"] for p in container["ports"]] == [
+        int(port.split("/")[0]) for port in image.last("EXPOSE").words()]
+    user = image.last("USER").words()[0]
+    assert str(pod["securityContext"]["runAsUser"]) == user
+    assert str(container["securityContext"].get("runAsUser", user)) == user
+    assert any(f"--uid {user}" in r.args for r in image.all("RUN"))
+
+
 def test_config_change_rolls_the_pod() -> None:
     def checksum(*args: str) -> str:
         deployment = by_kind(render(*args), "Deployment")[0]
@@ -252,6 +290,37 @@ schemaRegistryAuth: {existingSecret: registry-credentials}
     validate_as_the_pod(docs, tmp_path, {
         "bybit-credentials": {"api-key": "k", "api-secret": "s"},
         "kafka-credentials": {"password": "p"}, "registry-credentials": {"password": "p"}})
+
+
+def test_kafka_ca_secret_is_mounted_and_becomes_ssl_cafile(tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(PRIVATE + """
+  kafka:
+    bootstrap_servers: ["kafka:9096"]
+    security: {security_protocol: SASL_SSL, sasl_mechanism: SCRAM-SHA-512,
+               sasl_plain_username: u}
+bybit: {existingSecret: bybit-credentials}
+kafkaAuth: {existingSecret: kafka-credentials, caSecret: kafka-ca, caKey: root.pem}
+""")
+    docs = render("-f", str(values))
+    config = yaml.safe_load(by_kind(docs, "ConfigMap")[0]["data"]["config.yaml"])
+    assert config["kafka"]["security"]["ssl_cafile"] == "/etc/kafka-ca/root.pem"
+    pod = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["kafka-ca"] == {"name": "kafka-ca", "mountPath": "/etc/kafka-ca",
+                                  "readOnly": True}
+    volume = next(v for v in pod["volumes"] if v["name"] == "kafka-ca")
+    assert volume["secret"] == {"secretName": "kafka-ca",
+                                "items": [{"key": "root.pem", "path": "root.pem"}]}
+    validate_as_the_pod(docs, tmp_path, {
+        "bybit-credentials": {"api-key": "k", "api-secret": "s"},
+        "kafka-credentials": {"password": "p"}})
+    # A CA the config names itself is left alone.
+    values.write_text(values.read_text().replace(
+        "sasl_plain_username: u}", "sasl_plain_username: u, ssl_cafile: /mine/ca.pem}"))
+    config = yaml.safe_load(by_kind(render("-f", str(values)), "ConfigMap")[0]["data"][
+        "config.yaml"])
+    assert config["kafka"]["security"]["ssl_cafile"] == "/mine/ca.pem"
 
 
 def test_credentials_written_in_the_config_are_left_alone() -> None:

@@ -247,6 +247,11 @@ def test_every_v5_topic_lands_exactly_as_sent(kafka_broker: KafkaBroker,
                 if "bybit_frame" in field:
                     assert ms(record[field["name"]]) == frame.get(field["bybit_frame"]), (
                         topic, field["name"])
+            # nothing on the envelope is dropped: what no field names is in frame_extra
+            unmapped = {k: v for k, v in frame.items() if k not in {"topic", "data"} | {
+                f["bybit_frame"] for f in schema["fields"] if "bybit_frame" in f}}
+            kept = {k: json.loads(v) for k, v in (record["frame_extra"] or {}).items()}
+            assert same_json(kept, unmapped), (topic, kept, unmapped)
             if kind in BOOK_KINDS:
                 assert record["is_snapshot"] is (frame["type"] == "snapshot")
                 assert record["resync_reason"] is None

@@ -255,6 +255,7 @@ def test_metric_names_are_exported() -> None:
         "bybit_connector_producer_buffer_capacity_records",
         "bybit_connector_undecodable_frames_total",
         "bybit_connector_duplicates_suppressed_total",
+        "bybit_connector_record_fields_missing_total",
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",
     ):
@@ -338,6 +339,7 @@ EXPORTER = textwrap.dedent("""
     m.producer_buffer_capacity_records.set(10000)
     m.producer_buffer_records.set(12)
     m.producer_restarts_total.inc(0)
+    m.record_fields_missing_total.labels("v5_wallet", "coins.usd_value")
 
     def traffic():
         while True:

@@ -109,6 +109,8 @@ FLAT = {"type": "record", "name": "Flat", "fields": [
     {"name": "nd", "type": ["null", "double"]}, {"name": "ny", "type": ["null", "bytes"]},
     {"name": "m", "type": {"type": "map", "values": "string"}},
     {"name": "nm", "type": ["null", {"type": "map", "values": "string"}]},
+    {"name": "bn", "type": ["boolean", "null"]},
+    {"name": "mn", "type": [{"type": "map", "values": "string"}, "null"]},
 ]}
 
 

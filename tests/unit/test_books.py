@@ -79,3 +79,21 @@ def test_books_are_independent() -> None:
     assert tracker.check("orderbook.200", "BTCUSDT", False, 101) == "before_snapshot"
     assert tracker.check("orderbook.50", "ETHUSDT", False, 101) == "before_snapshot"
     assert tracker.check("orderbook.50", "BTCUSDT", False, 101) == "ok"
+
+
+def test_a_frame_not_written_breaks_a_live_chain_once() -> None:
+    tracker, _ = fed((True, 100, 10), (False, 101, 11))
+    assert tracker.position(*B) == (101, 11)
+    assert tracker.break_chain(*B, "dropped") is True  # live: marker and resubscribe
+    assert tracker.position(*B) == (None, None)
+    assert tracker.check(*B, False, 102, 12) == "before_snapshot"
+    assert tracker.break_chain(*B, "delivery_failed") is False  # a snapshot is awaited
+    assert tracker.check(*B, True, 105, 15) == "ok"
+    assert tracker.take_reason(*B) == "dropped"  # the first reason, on the snapshot
+
+
+def test_only_books_subscribed_or_written_are_known() -> None:
+    tracker = BookTracker()
+    assert not tracker.knows(*B)
+    tracker.expect_snapshot(*B)
+    assert tracker.knows(*B) and not tracker.knows("orderbook.50", "ETHUSDT")

@@ -28,7 +28,8 @@ class RecordingSink:
         self.dead: list[tuple[str, str]] = []
 
     def send(self, topic: str, key: bytes | None, value: bytes,
-             headers: list[tuple[str, bytes]], received_mono_ns: int) -> bool:
+             headers: list[tuple[str, bytes]], received_mono_ns: int,
+             ref: object = None) -> bool:
         self.sent.append((topic, key, json.loads(value), dict(headers)))
         return True
 
@@ -230,7 +231,7 @@ def test_real_book_mapper_gap_marker_and_tagged_snapshot() -> None:
                    '  - {stream: v5, topic: orderbook, depth: 50, symbols: [BTCUSDT]}\n')
     routes = build_routes(config, serializer_factory(config))
     sink = RecordingSink()
-    sink.send = lambda t, k, v, h, m: sink.sent.append((t, k, {"raw": v}, dict(h)))  # type: ignore[method-assign]
+    sink.send = lambda t, k, v, h, m, ref=None: sink.sent.append((t, k, {"raw": v}, dict(h)))  # type: ignore[method-assign]
     asked: list[tuple] = []
     pipe = Pipeline(routes, sink, resubscribe=lambda *a: asked.append(a))  # type: ignore[arg-type]
     snap = decode((SAMPLES / "orderbook_50_snapshot.json").read_text(), "v5", Stamp(1, 1))
@@ -256,7 +257,7 @@ def test_kafka_headers_full_or_minimal(headers: str) -> None:
                    'subscriptions:\n  - {stream: v5, topic: publicTrade, symbols: [BTCUSDT]}\n'
                    '  - {stream: v1, topic: trade, symbols: [BTCUSDT]}\n')
     sink = RecordingSink()
-    sink.send = lambda t, k, v, h, m: sink.sent.append((t, k, {"raw": v}, dict(h)))  # type: ignore[method-assign]
+    sink.send = lambda t, k, v, h, m, ref=None: sink.sent.append((t, k, {"raw": v}, dict(h)))  # type: ignore[method-assign]
     pipe = Pipeline(build_routes(config, serializer_factory(config)), sink)  # type: ignore[arg-type]
     pipe.handle(decode((SAMPLES / "publicTrade_spot.json").read_text(), "v5",
                        Stamp(1760000006000, 1)))

@@ -4,6 +4,7 @@ ack timeouts, implicit acks, resubscribes; legacy matching by topic/symbol."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 from connector.bybit.family import AckInfo, LegacyFamily
@@ -107,6 +108,28 @@ def test_resubscribe_returns_unsubscribe_then_subscribe_and_swallows_its_ack() -
     subs.on_ack(AckInfo(True, "", req_id=sends[0][0].req_id))
     assert subs.all_active()
     assert subs.take_resubscribes() == ([], [])
+
+
+def test_repeated_resubscribes_of_one_topic_back_off() -> None:
+    """A book whose every snapshot fails must not make us hammer Bybit: the
+    first restart is at once, one within ``retry_max`` of the last waits
+    ``retry_initial``, doubling; a quiet ``retry_max`` resets it."""
+    clock = Clock()
+    subs = v5_book(("BTCUSDT", "ETHUSDT"), clock)
+    started(subs)
+    pair = ("publicTrade", "BTCUSDT")
+    due_at = []
+    for _ in range(6):
+        subs.resubscribe(pair)
+        while not subs.take_resubscribes()[1]:
+            clock.now += 0.25
+        due_at.append(clock.now)
+    assert [b - a for a, b in itertools.pairwise(due_at)] == [1.0, 2.0, 4.0, 8.0, 8.0]
+    subs.resubscribe(("publicTrade", "ETHUSDT"))  # another topic: its own schedule
+    assert len(subs.take_resubscribes()[1]) == 1
+    clock.now += 8.0 + 8.0  # quiet for retry_max since the last restart
+    subs.resubscribe(pair)
+    assert len(subs.take_resubscribes()[1]) == 1
 
 
 def test_close_makes_everything_pending() -> None:

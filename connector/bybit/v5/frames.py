@@ -129,4 +129,4 @@ def _data(msg: dict[str, Any], raw: str | bytes, stream: Stream, stamp: Stamp) -
         ts=_int(msg.get("ts")), cts=_int(msg.get("cts")), cs=_int(msg.get("cs")),
         msg_id=msg_id if isinstance(msg_id, str) else None,
         creation_time=_int(msg.get("creationTime")),
-        items=items, stamp=stamp, size=len(raw), raw=raw)
+        items=items, stamp=stamp, size=len(raw), raw=raw, frame=msg)

@@ -77,6 +77,9 @@ it. A subscription to a private stream (any stream whose name ends in
 {{- if and .Values.kafkaAuth.existingSecret $security.sasl_mechanism (not $security.sasl_plain_password) (not $security.sasl_plain_password_file) -}}
 {{- $_ := set $security "sasl_plain_password" "${KAFKA_SASL_PASSWORD}" -}}
 {{- end -}}
+{{- if and .Values.kafkaAuth.caSecret (not $security.ssl_cafile) -}}
+{{- $_ := set $security "ssl_cafile" (printf "/etc/kafka-ca/%s" .Values.kafkaAuth.caKey) -}}
+{{- end -}}
 {{- $serialization := default dict $config.serialization -}}
 {{- $registry := default dict $serialization.schema_registry -}}
 {{- if and .Values.schemaRegistryAuth.existingSecret $registry.username (not $registry.password) (not $registry.password_file) -}}
