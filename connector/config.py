@@ -162,7 +162,9 @@ class BybitConfig:
     ping_interval_seconds: float = field(default=20.0, metadata=doc(
         "How often to send `{\"ping\"}`; Bybit asks for 20 s.", maximum=MAX_SECONDS))
     pong_timeout_seconds: float = field(default=10.0, metadata=doc(
-        "A ping without pong for this long recycles the connection.", maximum=MAX_SECONDS))
+        "A ping without pong, and no other frame read either, for this long recycles the "
+        "connection. Any frame read proves the connection alive, so a connector reading "
+        "behind its socket is not disconnected for it.", maximum=MAX_SECONDS))
     ack_timeout_seconds: float = field(default=10.0, metadata=doc(
         "A subscribe without acknowledgement for this long is reported and retried.",
         maximum=MAX_SECONDS))
@@ -247,7 +249,11 @@ class KafkaConfig:
     producer: dict[str, Any] = field(default_factory=dict, metadata=doc(
         "Producer settings under the chosen client's names: kafka-python's (acks, "
         "compression_type, linger_ms, batch_size, ...) or librdkafka's (acks, "
-        "compression.type, linger.ms, ...). Defaults: acks=all, idempotence on, lz4.",
+        "compression.type, linger.ms, ...). Defaults: acks=all, idempotence on, lz4, and no "
+        "delivery deadline (kafka-python `delivery_timeout_ms` 2147483647, librdkafka "
+        "`message.timeout.ms` 0), as Kafka Connect: records wait out a broker outage and "
+        "only `max_pending_records` bounds them. Set a deadline to dead-letter records "
+        "older than it instead.",
         example={"linger_ms": 20, "compression_type": "gzip"}))
     headers: Literal["full", "minimal"] = field(default="full", metadata=doc(
         "Record headers. `full`: `bybit.stream`, `bybit.topic`, `bybit.received_ms` and the "

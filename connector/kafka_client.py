@@ -18,7 +18,15 @@ from connector.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-# Safe defaults; anything under `kafka.producer` overrides them.
+# Java's Integer.MAX_VALUE: what Kafka Connect's source workers set, "never give up".
+NO_DEADLINE_MS = 2**31 - 1
+
+# Safe defaults; anything under `kafka.producer` overrides them. As Kafka Connect's
+# source workers: idempotent, and no delivery deadline (a record waits out any broker
+# outage; memory is bounded by `kafka.max_pending_records`, not by time). `max_block_ms`
+# stays bounded: kafka-python 3 has no buffer memory to wait for, it only bounds a
+# send's wait for topic metadata, on a WebSocket thread that must keep its heartbeat
+# (metadata is fetched at start, so this wait is rare).
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "acks": "all",
     "enable_idempotence": True,
@@ -26,7 +34,7 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "linger_ms": 10,
     "batch_size": 256 * 1024,
     "max_block_ms": 10_000,
-    "delivery_timeout_ms": 120_000,
+    "delivery_timeout_ms": NO_DEADLINE_MS,
     "retry_backoff_ms": 200,
     "reconnect_backoff_max_ms": 5_000,
     "client_id": "bybit-kafka-connector",

@@ -73,6 +73,12 @@ reconnect_attempts_total = Counter(
     "Connection attempts made after the first (successful or not).",
     ["stream", "connection"],
 )
+read_lag_seconds = Gauge(
+    f"{PREFIX}_read_lag_seconds",
+    "How far behind its socket the connector reads: the last data frame's exchange time "
+    "(v5 ts/creationTime, v1 sendTime) to the moment it was read (includes clock offset).",
+    ["stream", "connection"],
+)
 reconnect_backoff_seconds = Gauge(
     f"{PREFIX}_reconnect_backoff_seconds",
     "Delay before the next reconnect attempt; 0 while connected.",

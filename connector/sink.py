@@ -1,10 +1,12 @@
 """The Kafka producer wrapper: send, delivery tracking, dead letters,
 backpressure, flush. The pipeline never touches producer futures.
 
-Delivery guarantee: at-least-once into Kafka for every record ``send``
-accepted (``True``), given the broker comes back within the producer's
-``delivery_timeout_ms``; with ``acks=all`` and idempotence (the defaults)
-retries do not duplicate. A record Kafka finally refuses is re-sent to the
+Delivery guarantee: every record ``send`` accepted (``True``) reaches its
+topic once the broker comes back, however long the outage: by default the
+producer has no delivery deadline (as Kafka Connect's source workers), so only
+``max_pending_records`` bounds what waits. With ``acks=all`` and idempotence
+(the defaults) retries neither duplicate nor reorder. With a deadline
+configured, a record older than it is refused. A record Kafka finally refuses is re-sent to the
 dead-letter topic with the reason; a record that cannot go anywhere is
 counted in ``bybit_connector_dropped_records_total{reason}``, never lost
 silently.

@@ -6,6 +6,13 @@ reads with a short timeout whose tick also sends the ping heartbeat, checks
 pong freshness, ack timeouts, due retries and requested resubscribes. One
 thread per connection; ``stop()`` sets an event the loop checks every tick.
 
+Liveness: any frame read proves the connection alive. The pong timeout ends
+only a connection that has gone silent (a ping unanswered and nothing read
+for ``pong_timeout``): a connector that reads behind its socket finds its pong
+behind the backlog, and dropping the socket then would lose everything in
+flight. How far behind it reads is ``read_lag_seconds``, shown, not "fixed" by
+reconnecting.
+
 The loop is the same for every stream; what differs between the legacy
 protocol and Bybit v5 (request and ping shapes, auth, ack matching, frame
 decoding) lives behind ``family.Family``.
@@ -111,6 +118,8 @@ class Connection:
         labels = (settings.stream, settings.name)
         self._m_up = metrics.connection_up.labels(*labels)
         self._m_rtt = metrics.heartbeat_rtt_seconds.labels(*labels)
+        self._m_read_lag = metrics.read_lag_seconds.labels(*labels)
+        self._m_read_lag.set(0)
         self._m_up.set(0)
         metrics.connects_total.labels(*labels)
         metrics.reconnect_attempts_total.labels(*labels)
@@ -250,11 +259,13 @@ class Connection:
         self._send_all(ws, self._subs.start())
         next_ping = time.monotonic()
         ping_sent: float | None = None  # monotonic time of the oldest unanswered ping
+        heard = time.monotonic()  # when the socket last gave us a frame (we were done with it)
         while not self._stop.is_set():
             now = time.monotonic()
-            if ping_sent is not None and now - ping_sent > s.pong_timeout:
+            if ping_sent is not None and now - max(ping_sent, heard) > s.pong_timeout:
                 metrics.pong_timeouts_total.labels(s.stream, s.name).inc()
-                raise _Disconnect("pong_timeout", f"no pong within {s.pong_timeout:.1f} s")
+                raise _Disconnect("pong_timeout", f"no pong and no frame within "
+                                                  f"{s.pong_timeout:.1f} s")
             if now >= next_ping:
                 ws.send(self.family.ping(time.time_ns() // 1_000_000))
                 if ping_sent is None:
@@ -284,6 +295,8 @@ class Connection:
                     ping_sent = None
             else:
                 self._handle(ws, event)
+            # Stamped after handling: time spent on our side (a slow sink) is not silence.
+            heard = time.monotonic()
 
     def _authenticate(self, ws: websocket.WebSocket) -> None:
         s = self.settings
@@ -370,6 +383,8 @@ class Connection:
         return topic_id if topic_id in self._topic_ids else metrics.UNKNOWN
 
     def _count(self, event: Any, info: DataInfo) -> None:
+        if info.server_time_ms is not None:
+            self._m_read_lag.set(max(0.0, (event.stamp.wall_ms - info.server_time_ms) / 1000))
         for topic_id, symbol in info.pairs:
             label = self._label(topic_id)
             children = self._frame_metrics.get(label)
@@ -394,6 +409,7 @@ class Connection:
     def _close(self, reason: str) -> None:
         was_up = self._ws is not None
         self._set_up(False)
+        self._m_read_lag.set(0)  # nothing is read behind a closed socket
         self._subs.close()
         if self._ws is not None:
             try:

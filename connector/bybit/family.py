@@ -50,6 +50,9 @@ class DataInfo:
 
     pairs: tuple[Pair, ...]
     send_time_ms: int | None = None
+    # The exchange's own time of the frame (v5 ts or creationTime, v1 sendTime), for
+    # read_lag_seconds: how far behind its socket the connector reads.
+    server_time_ms: int | None = None
 
 
 class Family(Protocol):
@@ -140,7 +143,7 @@ class LegacyFamily:
     def data(self, event: Any) -> DataInfo | None:
         if isinstance(event, MarketData):
             return DataInfo(((frames.market_topic_id(event), event.symbol),),
-                            event.send_time_ms)
+                            event.send_time_ms, event.send_time_ms)
         if isinstance(event, PrivateData):
             return DataInfo(tuple((str(e.get("e"))[:40], "") for e in event.events))
         return None

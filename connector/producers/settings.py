@@ -42,12 +42,16 @@ LIBRDKAFKA_KEYS = frozenset({
 })
 
 # Safe defaults, as the default client's; anything under `kafka.producer` overrides them.
+# `message.timeout.ms` 0 is librdkafka's "no delivery deadline" (Kafka Connect's
+# delivery.timeout.ms = max): a record waits out any broker outage, memory is bounded
+# by `kafka.max_pending_records`. librdkafka's produce() never blocks, so there is no
+# max.block.ms to set.
 LIBRDKAFKA_DEFAULTS: dict[str, Any] = {
     "acks": "all",
     "enable.idempotence": True,
     "compression.type": "lz4",
     "linger.ms": 10,
-    "message.timeout.ms": 120_000,
+    "message.timeout.ms": 0,
     "retry.backoff.ms": 200,
     "reconnect.backoff.max.ms": 5_000,
     "client.id": "bybit-kafka-connector",
@@ -63,6 +67,8 @@ def librdkafka_settings(config: Any, queue_headroom: int = 1_000) -> dict[str, A
     partitioning: same key, same partition, whichever client wrote it.
     """
     settings = dict(LIBRDKAFKA_DEFAULTS)
+    if "delivery.timeout.ms" in config.producer:  # librdkafka's alias: one of the two
+        del settings["message.timeout.ms"]
     settings.update(config.producer)
     settings["bootstrap.servers"] = ",".join(config.bootstrap_servers)
     settings["partitioner"] = "murmur2_random"

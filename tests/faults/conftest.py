@@ -13,7 +13,7 @@ from connector.dev.kafka_broker import KafkaBroker
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench-results" / "faults.md"
 HEADER = ("| fault | generated | landed | dead-lettered | counted (dropped metric) | "
-          "duplicated | recovery time |\n|---|---|---|---|---|---|---|")
+          "duplicated | out of order | recovery time |\n|---|---|---|---|---|---|---|---|")
 _rows: list[Outcome] = []
 
 

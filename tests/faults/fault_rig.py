@@ -38,11 +38,14 @@ class Outcome:
     lost: int
     recovery_seconds: float | None = None
     notes: list[str] = field(default_factory=list)
+    out_of_order: int | None = None  # landed records whose trade id is below an earlier
+    # one of its key (None: not counted here)
 
     def row(self) -> str:
         rec = "-" if self.recovery_seconds is None else f"{self.recovery_seconds:.1f} s"
         return (f"| {self.fault} | {self.generated} | {self.landed} | {self.dead_lettered} | "
-                f"{self.counted} | {self.duplicated} | {rec} |")
+                f"{self.counted} | {self.duplicated} | "
+                f"{'-' if self.out_of_order is None else self.out_of_order} | {rec} |")
 
 
 class ConnectorProcess:
@@ -54,6 +57,7 @@ class ConnectorProcess:
                  symbols: list[str] = SYMBOLS, kafka_extra: str = "") -> None:
         self.port = free_port()
         self.prefix = prefix
+        self.symbols = list(symbols)
         self.topic = f"{prefix}.v1.trade"
         self.dead_letter_topic = f"{prefix}.dead-letter"
         self.config = workdir / f"{prefix}.yaml"
@@ -83,8 +87,8 @@ subscriptions:
             stderr=self._err, stdout=subprocess.DEVNULL, text=True, cwd=ROOT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
         ConnectorProcess.running.add(self)
-        wait_for(lambda: self.metric("bybit_connector_subscriptions_active") >= len(SYMBOLS)
-                 or False, 90, "the connector did not subscribe")
+        wait_for(lambda: self.metric("bybit_connector_subscriptions_active")
+                 >= len(self.symbols) or False, 90, "the connector did not subscribe")
         return self
 
     def scrape(self) -> dict[str, float]:
@@ -137,10 +141,18 @@ subscriptions:
 
     def outcome(self, fault: str, exchange: ExchangeServer, bootstrap: str,
                 recovery: float | None = None) -> Outcome:
-        generated = sent_trade_ids(exchange)
+        generated = sent_trade_ids(exchange, self.symbols)
         messages = read_all(bootstrap, [self.topic, self.dead_letter_topic], timeout=120)
         decoder = AvroDecoder()
-        landed = [decoder.decode("v1_trade", m)["trade_id"] for m in messages[self.topic]]
+        in_order = sorted(messages[self.topic], key=lambda m: (m.partition, m.offset))
+        landed = [decoder.decode("v1_trade", m)["trade_id"] for m in in_order]
+        last: dict[tuple[int, bytes | None], int] = {}
+        out_of_order = 0
+        for m, trade_id in zip(in_order, landed, strict=True):
+            key = (m.partition, m.key)
+            if int(trade_id) < last.get(key, -1):
+                out_of_order += 1
+            last[key] = max(int(trade_id), last.get(key, -1))
         dead = [decoder.decode("v1_trade", m)["trade_id"]
                 for m in messages[self.dead_letter_topic]
                 if m.headers.get("dlq.source") == self.topic.encode()]
@@ -149,16 +161,19 @@ subscriptions:
         kept = set(landed) | set(dead)
         return Outcome(fault, len(generated), len(set(landed)), len(set(dead)), counted,
                        len(landed) - len(set(landed)) + len(set(landed) & set(dead)),
-                       len(generated - kept), recovery)
+                       len(generated - kept), recovery, out_of_order=out_of_order)
 
 
-def sent_trade_ids(exchange: ExchangeServer) -> set[str]:
+def sent_trade_ids(exchange: ExchangeServer, symbols: list[str] | None = None) -> set[str]:
+    """Trade ids the exchange sent (of ``symbols`` only, if given: connectors that share
+    the exchange subscribe disjoint symbols, so each one's trades are told apart)."""
     import json
 
     out: set[str] = set()
     for stream, text in list(exchange.sent):
         frame = json.loads(text)
-        if stream == "v1" and frame.get("topic") == "trade":
+        if stream == "v1" and frame.get("topic") == "trade" and (
+                symbols is None or frame.get("symbol") in symbols):
             out.update(item["v"] for item in frame["data"])
     return out
 
@@ -172,12 +187,19 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> float:
     raise AssertionError(f"{what} (within {timeout:.0f} s)")
 
 
-def broker_outage(broker: KafkaBroker, conn: ConnectorProcess, down: float) -> float:
-    """kill -9 the broker, keep it down ``down`` s, restart it on the same ports and
-    data; returns seconds from the broker answering again to the next acknowledgement."""
+def broker_outage(broker: KafkaBroker, conn: ConnectorProcess,
+                  outage: float) -> tuple[float, float]:
+    """kill -9 the broker and restart it on the same ports and data so that it answers
+    again about ``outage`` s after the kill (its own start-up time counts as outage).
+    Returns (the outage as it happened, seconds from the broker answering again to the
+    connector's next acknowledgement)."""
+    # Three quarters of the last start: a restart takes about as long, rarely much less.
+    start_guess = 0.75 * (broker.start_seconds or 5.0)
+    killed = time.monotonic()
     broker.kill()
-    time.sleep(down)
+    time.sleep(max(0.0, outage - start_guess))
     before = conn.produced()
     broker.start()
-    return wait_for(lambda: conn.produced() > before, 120,
-                    "the connector did not deliver again after the broker came back")
+    answered = time.monotonic() - killed
+    return answered, wait_for(lambda: conn.produced() > before, 120,
+                              "the connector did not deliver again after the broker came back")

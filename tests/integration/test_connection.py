@@ -151,10 +151,12 @@ def test_server_drop_reconnects_and_resubscribes(exchange: ExchangeServer) -> No
         conn.stop()
 
 
-def test_missing_pong_recycles_the_connection(exchange: ExchangeServer) -> None:
+def test_missing_pong_recycles_a_silent_connection(exchange: ExchangeServer) -> None:
+    """No pong and no frame at all for pong_timeout: the connection is dead."""
     conn, _ = connect(exchange, "v2", [Subscription("v2", "bookTicker", ("BTCUSDT",))])
     try:
         wait_for(lambda: conn.all_subscribed)
+        exchange.pause_feeds()  # silent: no data either
         exchange.pong_blackout(1.0)
         wait_for(lambda: metric("bybit_connector_pong_timeouts_total", stream="v2",
                                 connection=conn.name) >= 1, timeout=5)
@@ -343,3 +345,61 @@ def test_after_an_auth_failure_a_healthy_session_restores_the_normal_schedule(
         assert max(times) < 1.0, times
     finally:
         conn.stop()
+
+
+def test_a_pong_behind_a_backlog_does_not_end_the_connection() -> None:
+    """Issue 20.2: a connector reading behind its socket finds its pong behind the
+    backlog. Any frame read proves the connection alive, so it is not dropped (which
+    would lose everything in flight), and every trade the exchange wrote arrives.
+
+    Scaled down from 40k trades/s on the default client with a 20 s ping interval and
+    a 10 s pong timeout: a 1 s ping interval, a 0.5 s pong timeout, and a handler
+    slowed to about half the offered frame rate, so the read lag passes the pong
+    timeout within about a second. (With pings more often than the pong timeout the
+    late pong of an earlier ping would hide the bug.)"""
+    symbols = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")
+    pong_timeout = 0.5
+    with ExchangeServer(port=0, rate=150, record_frames=200_000, idle_timeout=None) as ex:
+        events = Collector()
+
+        def slow_sink(event: Event) -> None:
+            time.sleep(0.003)  # ~330 frames/s handled, 600 offered
+            events(event)
+
+        settings = ConnectionSettings(
+            name=f"v1-backlog-{time.monotonic_ns()}", stream="v1",
+            url=ex.url + PATHS["v1"], subscriptions=(Subscription("v1", "trade", symbols),),
+            ping_interval=2 * pong_timeout, pong_timeout=pong_timeout,  # the defaults' 2:1
+            read_timeout=0.05)
+        conn = Connection(settings, slow_sink).start()
+        name = conn.name
+        try:
+            wait_for(lambda: conn.all_subscribed)
+
+            def lag() -> float:  # the test's own measure: sendTime of the last frame handled
+                last = events.of(MarketData)[-1:]
+                return (last[0].stamp.wall_ms - last[0].send_time_ms) / 1000 if last else 0.0
+
+            def timeouts() -> float:
+                return metric("bybit_connector_pong_timeouts_total", stream="v1",
+                              connection=name)
+
+            behind = wait_for(lambda: lag() > 4 * pong_timeout or timeouts() > 0, timeout=15)
+            assert timeouts() == 0, "the connector dropped its own connection"
+            assert metric("bybit_connector_read_lag_seconds", stream="v1",
+                          connection=name) > 2 * pong_timeout  # the metric shows it
+            ex.pause_feeds()
+            sent = {item["v"] for f in ex.sent_frames("v1") if f.get("topic") == "trade"
+                    for item in f["data"]}
+            wait_for(lambda: sent <= {i["v"] for e in events.of(MarketData) for i in e.items},
+                     timeout=60)
+        finally:
+            conn.stop()
+        assert metric("bybit_connector_disconnects_total", stream="v1", connection=name,
+                      reason="pong_timeout") == 0
+        assert metric("bybit_connector_pong_timeouts_total", stream="v1", connection=name) == 0
+        assert metric("bybit_connector_connects_total", stream="v1", connection=name) == 1
+        assert metric("bybit_connector_heartbeat_rtt_seconds_count", stream="v1",
+                      connection=name) >= 1  # pongs were read, late
+        print(f"read lag passed {4 * pong_timeout:.1f} s after {behind:.1f} s; "
+              f"{len(sent)} trades sent, all received")

@@ -240,6 +240,7 @@ def test_metric_names_are_exported() -> None:
         "bybit_connector_records_produced_total",
         "bybit_connector_event_lag_seconds_bucket",
         "bybit_connector_send_lag_seconds_bucket",
+        "bybit_connector_read_lag_seconds",
         "bybit_connector_delivery_latency_seconds_bucket",
         "bybit_connector_last_message_age_seconds",
         "bybit_connector_reconnect_attempts_total",
@@ -325,6 +326,7 @@ EXPORTER = textwrap.dedent("""
         m.connects_total.labels(stream, conn).inc()
         m.reconnect_attempts_total.labels(stream, conn)
         m.reconnect_backoff_seconds.labels(stream, conn).set(0)
+        m.read_lag_seconds.labels(stream, conn).set(0.02)
         m.pong_timeouts_total.labels(stream, conn)
         m.server_pings_total.labels(stream, conn).inc()
         for reason in m.DISCONNECT_REASONS:

@@ -86,3 +86,26 @@ def test_kafka_python_settings_map_the_config() -> None:
 ])
 def test_error_names_map_to_bounded_reasons(name: str, reason: str) -> None:
     assert reason_of(name) == reason
+
+
+def test_no_delivery_deadline_by_default_for_both_clients() -> None:
+    """Kafka Connect's source-worker defaults: a record waits out any broker outage
+    (only the pending bound limits memory); both clients accept the values."""
+    from kafka.producer.record_accumulator import RecordAccumulator
+
+    kp = kafka_python_settings(KafkaConfig())
+    assert kp["delivery_timeout_ms"] == 2**31 - 1 and kp["enable_idempotence"] is True
+    RecordAccumulator(**{k: v for k, v in kp.items() if k != "partitioner"})  # range check
+    rd = producer_settings(KafkaConfig())
+    assert rd["message.timeout.ms"] == 0 and rd["enable.idempotence"] is True  # 0 = infinite
+    confluent_kafka.Producer({**rd, "bootstrap.servers": "127.0.0.1:1", "log_level": 0})
+
+
+def test_a_delivery_deadline_stays_configurable() -> None:
+    assert kafka_python_settings(KafkaConfig(producer={"delivery_timeout_ms": 60_000}))[
+        "delivery_timeout_ms"] == 60_000
+    rd = producer_settings(KafkaConfig(client="confluent-kafka",
+                                       producer={"delivery.timeout.ms": 60_000}))
+    # librdkafka's alias replaces the default rather than contradicting it
+    assert rd["delivery.timeout.ms"] == 60_000 and "message.timeout.ms" not in rd
+    confluent_kafka.Producer({**rd, "bootstrap.servers": "127.0.0.1:1", "log_level": 0})

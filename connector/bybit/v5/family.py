@@ -70,5 +70,6 @@ class V5Family:
 
     def data(self, event: Any) -> DataInfo | None:
         if isinstance(event, V5Data):
-            return DataInfo(((event.topic_id, event.symbol),))
+            return DataInfo(((event.topic_id, event.symbol),),
+                            server_time_ms=event.ts or event.creation_time)
         return None
