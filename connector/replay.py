@@ -302,12 +302,15 @@ def source_frame(message: Any, from_archive: bool, parsed: Any,
 
 
 def decode_frame(frame: SourceFrame) -> Event:
-    """Today's decoder of the frame's stream (archived frames are text)."""
+    """Today's decoder of the frame's stream (archived frames are text; a
+    dead-lettered legacy binary frame is still compressed)."""
     stamp = Stamp(frame.received_ms, time.monotonic_ns())
     if frame.stream in ("v5", "v5-private"):
         event: Event = v5_frames.decode(frame.frame, frame.stream, stamp)  # type: ignore[arg-type,assignment]
         return event
-    return frames.decode(frame.frame, frame.stream, stamp)  # type: ignore[arg-type]
+    # A dead-lettered legacy binary frame is kept as received: compressed.
+    binary = frame.frame.lstrip()[:1] not in (b"{", b"[")
+    return frames.decode(frame.frame, frame.stream, stamp, binary=binary)  # type: ignore[arg-type]
 
 
 def read_range(consumer: KafkaConsumer, selection: Selection) -> Iterator[Any]:

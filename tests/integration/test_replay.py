@@ -232,3 +232,46 @@ def test_start_up_seeding_reads_the_tail(kafka_broker: KafkaBroker, prefix: str)
     routes = build_routes(config, serializer_factory(config))
     assert seed_dedup(config, routes) == 2 * 4 * TRADES_PER_FRAME
     assert len(routes[("v5", "publicTrade")].dedup["ETHUSDT"]) == 4 * TRADES_PER_FRAME
+
+
+def test_a_running_connector_archives_what_it_streams(kafka_broker: KafkaBroker,
+                                                     prefix: str) -> None:
+    """The service wiring: the raw topic is created and fed by the connections
+    (only the subscriptions that archive); replaying it writes nothing new."""
+    from test_end_to_end_v5 import subscribed, wait
+
+    from connector.exchange import ExchangeServer
+    from connector.service import Connector
+
+    with ExchangeServer(port=0, rate=20) as exchange:
+        config = loads(f"""
+bybit:
+  urls: {{v5: {exchange.url}/v5/public/spot}}
+kafka:
+  bootstrap_servers: ["{kafka_broker.bootstrap_servers}"]
+  topic_template: "{prefix}.{{stream}}.{{topic}}"
+  dead_letter_topic: {prefix}.dead-letter
+archive: {{topic_template: "{prefix}.raw.{{stream}}"}}
+metrics: {{enabled: false}}
+subscriptions:
+  - {{stream: v5, topic: orderbook, depth: 50, symbols: [BTCUSDT], archive: true}}
+  - {{stream: v5, topic: publicTrade, symbols: [BTCUSDT], archive: true}}
+  - {{stream: v5, topic: tickers, symbols: [BTCUSDT]}}
+""", env={})
+        connector = Connector(config).start()
+        raw_topic = f"{prefix}.raw.v5"
+        try:
+            wait(lambda: subscribed(connector), what="subscribed")
+            wait(lambda: len(read_all(kafka_broker.bootstrap_servers, [raw_topic],
+                                      timeout=5)[raw_topic]) > 20, what="frames archived")
+        finally:
+            connector.stop()
+    raw = read_all(kafka_broker.bootstrap_servers, [raw_topic], timeout=20)[raw_topic]
+    assert {m.key for m in raw} == {b"orderbook.50|BTCUSDT", b"publicTrade|BTCUSDT"}
+    from connector.dev.consume import AvroDecoder
+    first = AvroDecoder().decode("raw_frame", raw[0])
+    assert first["connection"].startswith("ws-v5") and first["decoded"]
+    summary = replay(config, raw_topic)
+    assert summary.selected == len(raw)
+    assert (summary.written, summary.rewritten, summary.markers, summary.still_failing) == (
+        0, 0, 0, 0)
