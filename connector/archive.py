@@ -69,20 +69,21 @@ def _as_bytes(raw: str | bytes) -> bytes:
     return raw.encode() if isinstance(raw, str) else raw
 
 
-def _text(raw: str | bytes) -> tuple[bytes, bool]:
-    """The frame's text and whether it had to be decompressed. A frame that
-    decoded either starts as JSON or was a compressed binary frame."""
-    data = _as_bytes(raw)
-    head = data.lstrip()[:1]
-    if head in (b"{", b"["):
-        return data, False
-    return decompress(data), True
+def _text(raw: str | bytes, size: int = 0) -> tuple[bytes, bool]:
+    """The frame's text and whether it had to be decompressed. ``size`` is the
+    decoded text's length as the decoder saw it: a frame whose bytes differ in
+    length was a compressed binary frame (without it, a frame that decoded
+    either starts as JSON or was compressed)."""
+    if isinstance(raw, str):  # only text frames arrive as str
+        return raw.encode(), False
+    packed = len(raw) != size if size else raw.lstrip()[:1] not in (b"{", b"[")
+    return (decompress(raw), True) if packed else (raw, False)
 
 
 def raw_frame(event: Event, connection: str) -> RawFrame | None:
     """The archive record of a data event (None for other events)."""
     if isinstance(event, MarketData):
-        text, packed = _text(event.raw)
+        text, packed = _text(event.raw, event.size)
         return RawFrame(event.stamp.wall_ms, event.stream, connection, market_topic_id(event),
                         event.symbol, packed, True, text)
     if isinstance(event, V5Data):
@@ -90,7 +91,7 @@ def raw_frame(event: Event, connection: str) -> RawFrame | None:
         return RawFrame(event.stamp.wall_ms, event.stream, connection, event.topic_id,
                         event.symbol, packed, True, text)
     if isinstance(event, PrivateData):
-        text, packed = _text(event.raw)
+        text, packed = _text(event.raw, event.size)
         names = sorted({str(e.get("e")) for e in event.events if isinstance(e.get("e"), str)})
         return RawFrame(event.stamp.wall_ms, "private", connection, ",".join(names), "",
                         packed, True, text)

@@ -313,8 +313,10 @@ def decode_frame(frame: SourceFrame) -> Event:
     return frames.decode(frame.frame, frame.stream, stamp, binary=binary)  # type: ignore[arg-type]
 
 
-def read_range(consumer: KafkaConsumer, selection: Selection) -> Iterator[Any]:
-    """The source records in the selected range, partition by partition."""
+def read_range(consumer: KafkaConsumer, selection: Selection,
+               idle_timeout: float = 30.0) -> Iterator[Any]:
+    """The source records in the selected range, partition by partition.
+    ``ConnectorError`` when a partition yields nothing for ``idle_timeout`` s."""
     partitions = sorted(consumer.partitions_for_topic(selection.source) or set())
     tps = [TopicPartition(selection.source, p) for p in partitions]
     if not tps:
@@ -335,8 +337,15 @@ def read_range(consumer: KafkaConsumer, selection: Selection) -> Iterator[Any]:
             continue
         consumer.assign([tp])
         consumer.seek(tp, starts[tp])
+        quiet_since = time.monotonic()
         while consumer.position(tp) < stops[tp]:
             batch = consumer.poll(timeout_ms=1000, max_records=5000)
+            if batch:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > idle_timeout:
+                raise ConnectorError(f"{selection.source} partition {tp.partition}: nothing "
+                                     f"read for {idle_timeout:.0f} s at offset "
+                                     f"{consumer.position(tp)} (of {stops[tp]})")
             for m in batch.get(tp, []):
                 if m.offset >= stops[tp]:
                     break
