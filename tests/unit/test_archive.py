@@ -6,6 +6,7 @@ rejects is archived too. A recording sink: nothing here is about delivery."""
 from __future__ import annotations
 
 import io
+import json
 import zlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from connector.bybit import frames
 from connector.bybit.events import Stamp
 from connector.bybit.v5 import frames as v5_frames
 from connector.config import Config, loads
+from connector.dev.consume import _plain
 from connector.errors import ConfigError, ConnectorError
 from connector.pipeline import DEAD_LETTER_FRAME_MAX, Pipeline, build_routes
 from connector.service import serializer_factory
@@ -159,3 +161,13 @@ archive: {enabled: true, topic_template: "bybit.spot.{stream}.publicTrade"}
 subscriptions:
   - {stream: v5, topic: publicTrade, symbols: [BTCUSDT]}
 """, env={})
+
+
+def test_consume_prints_an_archive_record() -> None:
+    """``consume`` shows the frame as text (it was bytes JSON cannot hold)."""
+    cfg = config("  - {stream: v5, topic: publicTrade, symbols: [BTCUSDT]}", enabled=True)
+    pipe, sink = wired(cfg)
+    pipe.handle(v5_frames.decode(trade_frame(), "v5", STAMP))
+    shown = json.loads(json.dumps(_plain(decode_raw(sink.to("bybit.raw.v5")[0][2]))))
+    assert shown["frame"] == trade_frame().decode()
+    assert shown["received_time"] == STAMP.wall_ms
