@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from connector import __version__
 from connector.config import Config, load
@@ -93,6 +94,30 @@ def build_parser() -> argparse.ArgumentParser:
                          help="stop after S seconds without a message (default: never; "
                               "5 with --max-messages)")
 
+    replay = sub.add_parser(
+        "replay", help="re-derive the typed topics from the raw archive or the dead letters",
+        description="Read a raw frame archive topic or the dead-letter topic, run today's "
+                    "decoders and mappers and write the typed topics with the same keys, "
+                    "headers and schemas, skipping every record the topic already holds.")
+    replay.add_argument("--config", "-c", required=True, help="YAML config file")
+    replay.add_argument("--source", "-s", required=True,
+                        help="topic to read: an archive topic (bybit.raw.v5) or the config's "
+                             "dead-letter topic")
+    replay.add_argument("--start-offset", type=int, help="first offset, every partition")
+    replay.add_argument("--end-offset", type=int, help="offset to stop before, every partition")
+    replay.add_argument("--start-time", help="first record time (epoch ms or ISO 8601)")
+    replay.add_argument("--end-time", help="record time to stop before (epoch ms or ISO 8601)")
+    replay.add_argument("--symbol", action="append", default=[], help="only this symbol "
+                                                                      "(repeatable)")
+    replay.add_argument("--topic", action="append", default=[],
+                        help="only this Bybit topic id, e.g. publicTrade, orderbook.50 "
+                             "(repeatable)")
+    replay.add_argument("--dry-run", action="store_true",
+                        help="print what would be written, write nothing")
+    replay.add_argument("--tail", type=int, default=500_000,
+                        help="records per partition of each typed topic read to know what "
+                             "it already holds (default 500000)")
+
     sub.add_parser("schema", help="print the JSON Schema of the config file",
                    description="Print the JSON Schema that config files are validated against.")
     return parser
@@ -152,6 +177,39 @@ def _print_plan(config: Config, as_json: bool) -> None:
     print(f"dead letters -> {config.kafka.dead_letter_topic}")
 
 
+def _time_ms(text: str | None) -> int | None:
+    """Epoch milliseconds or an ISO 8601 time (UTC unless it says otherwise)."""
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    when = datetime.fromisoformat(text)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+def _replay(config: Config, args: argparse.Namespace) -> int:
+    from connector.replay import Selection, run_replay
+
+    try:
+        selection = Selection(args.source, args.start_offset, args.end_offset,
+                              _time_ms(args.start_time), _time_ms(args.end_time),
+                              frozenset(args.symbol), frozenset(args.topic))
+    except ValueError as exc:
+        print(f"error: --start-time/--end-time: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        run_replay(config, selection, args.dry_run, sys.stdout, args.tail)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConnectorError as exc:
+        logging.getLogger(__name__).error("replay failed: %s", exc)
+        return EXIT_RUNTIME
+    return EXIT_OK
+
+
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     """The parsed arguments and those left for ``exchange``'s own parser.
 
@@ -208,6 +266,8 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "validate":
         _print_plan(config, args.json)
         return EXIT_OK
+    if args.command == "replay":
+        return _replay(config, args)
     from connector.service import run
 
     try:

@@ -350,6 +350,26 @@ class CoordinationConfig:
 
 
 @dataclass(frozen=True)
+class ArchiveConfig:
+    """The raw frame archive: every data frame as received, before mapping.
+
+    Opt-in because it roughly doubles what the connector writes; what it buys is a
+    record of what Bybit sent, from which `replay` re-derives the typed topics.
+    """
+
+    enabled: bool = field(default=False, metadata=doc(
+        "Archive the frames of every subscription (a subscription's own `archive` "
+        "overrides this)."))
+    topic_template: str = field(default="bybit.raw.{stream}", metadata=doc(
+        "Kafka topic of the archive; `{stream}` is v5/v5-private (legacy v1/v2/private). "
+        "Records are keyed by Bybit topic and symbol (one partition, in order, per book) "
+        "and compressed as the producer's `compression_type` says (lz4 by default)."))
+
+    def topic(self, stream: str) -> str:
+        return self.topic_template.format(stream=stream)
+
+
+@dataclass(frozen=True)
 class SubscriptionConfig:
     stream: Literal["v5", "v5-private", "v1", "v2", "private"] = field(metadata=doc(
         "Which Bybit stream the topic lives on. v5 and v5-private are what Bybit serves "
@@ -376,6 +396,8 @@ class SubscriptionConfig:
         "Ask Bybit for compressed binary frames."))
     kafka_topic: str | None = field(default=None, metadata=doc(
         "Kafka topic for this subscription, overriding `kafka.topic_template`."))
+    archive: bool | None = field(default=None, metadata=doc(
+        "Archive this subscription's raw frames (unset: `archive.enabled`)."))
 
     @property
     def spec(self) -> topics.TopicSpec:
@@ -408,6 +430,9 @@ class Config:
     coordination: CoordinationConfig | None = field(default=None, metadata=doc(
         "Run several replicas that share the subscriptions (off: this process streams "
         "every subscription)."))
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig, metadata=doc(
+        "Raw frame archive, the source of `replay` (off unless enabled here or per "
+        "subscription)."))
 
     def kafka_topic(self, sub: SubscriptionConfig) -> str:
         """The Kafka topic a subscription writes to."""
@@ -633,6 +658,7 @@ def _interpolate_tree(value: Any, path: str, ctx: _Ctx) -> Any:
 
 def _check(config: Config) -> None:
     _check_kafka(config.kafka)
+    _check_archive(config)
     _check_serialization(config.serialization)
     if config.coordination is not None:
         _check_coordination(config.coordination)
@@ -675,6 +701,23 @@ def _check(config: Config) -> None:
                 raise ConfigError(f"bybit.credentials.{name}",
                                   "is required because a private topic is subscribed",
                                   f"set {name}: ${{BYBIT_{name.upper()}}} or {name}_file")
+
+
+def _check_archive(config: Config) -> None:
+    template = config.archive.topic_template
+    try:
+        sample = template.format(stream="v5")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError("archive.topic_template", f"unknown placeholder {exc}",
+                          "only {stream} is known") from exc
+    if not KAFKA_TOPIC_RE.match(sample):
+        raise ConfigError("archive.topic_template",
+                          f"{sample!r} is not a legal Kafka topic name")
+    typed = {config.kafka_topic(s) for s in config.subscriptions}
+    for stream in {s.stream for s in config.subscriptions}:
+        if config.archive.topic(stream) in typed | {config.kafka.dead_letter_topic}:
+            raise ConfigError("archive.topic_template",
+                              f"{config.archive.topic(stream)!r} already carries other records")
 
 
 def _check_kafka(kafka: KafkaConfig) -> None:

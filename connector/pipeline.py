@@ -73,6 +73,21 @@ class Sink(Protocol):
                     extra_headers: Sequence[tuple[str, bytes]] = ()) -> None: ...
 
 
+class Archiver(Protocol):
+    """What the pipeline needs of the raw frame archive (``archive.Archive``)."""
+
+    def write(self, event: Event) -> None: ...
+
+    def topic_for(self, stream: str, topic_id: str) -> str | None:
+        """The raw topic holding this subscription's frames, None if not archived."""
+        ...
+
+
+# A dead-lettered frame larger than this is replaced by a reference into the archive
+# (Kafka's default max.request.size is 1 MiB; the headers need room too).
+DEAD_LETTER_FRAME_MAX = 1_000_000
+
+
 @dataclass(slots=True)
 class Route:
     """Where one configured Bybit topic goes and how it is written."""
@@ -145,8 +160,10 @@ class Pipeline:
     """Maps, serializes and sends every event a connection hands it."""
 
     def __init__(self, routes: dict[tuple[str, str], Route], sink: Sink,
-                 resubscribe: Callable[[str, str, str], None] | None = None) -> None:
+                 resubscribe: Callable[[str, str, str], None] | None = None,
+                 archive: Archiver | None = None) -> None:
         self._routes = routes
+        self._archive = archive  # every frame is archived first, before mapping
         self._sink = sink
         self._books = BookTracker()
         # Book records Kafka refused, per (stream, topic_id, symbol): the first one lost.
@@ -167,6 +184,8 @@ class Pipeline:
 
     def handle(self, event: Event) -> None:
         """The connections' ``on_event``. Never raises for bad data."""
+        if self._archive is not None:
+            self._archive.write(event)
         if isinstance(event, MarketData):
             route = self._routes.get((event.stream, market_topic_id(event)))
             if route is None:
@@ -212,7 +231,8 @@ class Pipeline:
         try:
             recs = route.mapper(data)
         except ConnectorError as exc:
-            self._dead_letter_frame(data.raw, "mapping_failed", route, str(exc), data.stream)
+            self._dead_letter_frame(data.raw, "mapping_failed", route, str(exc), data.stream,
+                                    data.stamp, data.symbol)
             return
         # Key and headers are the same for every record of a frame: built once.
         # (kafka-python encodes headers as it appends, so sharing the list is safe.)
@@ -226,7 +246,7 @@ class Pipeline:
                 recs = route.mapper(data)
             except ConnectorError as exc:
                 self._dead_letter_frame(data.raw, "mapping_failed", route, str(exc),
-                                        data.stream)
+                                        data.stream, data.stamp, data.symbol)
                 return
             self._send(route, recs, None, route.headers_for(data.stamp), data.stamp.mono_ns,
                        data.stamp.wall_ms, data.raw,
@@ -250,7 +270,8 @@ class Pipeline:
                                            "(a book frame carries both sides)")
             recs = route.mapper(data)
         except ConnectorError as exc:
-            self._dead_letter_frame(data.raw, "mapping_failed", route, str(exc), data.stream)
+            self._dead_letter_frame(data.raw, "mapping_failed", route, str(exc), data.stream,
+                                    data.stamp, data.symbol)
             self._chain_broken(route, data, "dead_letter")
             return
         if reason:
@@ -361,7 +382,8 @@ class Pipeline:
             try:
                 rec = route.mapper(event, data)
             except ConnectorError as exc:
-                self._dead_letter_frame(data.raw, "mapping_failed", route, str(exc), "private")
+                self._dead_letter_frame(data.raw, "mapping_failed", route, str(exc), "private",
+                                        data.stamp)
                 continue
             headers = route.headers_for(data.stamp)
             self._send(route, [rec], None, headers, data.stamp.mono_ns, data.stamp.wall_ms,
@@ -392,7 +414,8 @@ class Pipeline:
                 value = serialize(rec)
             except SerializationError as exc:
                 self._dead_letter_frame(raw, "serialization_failed", route, str(exc),
-                                        route.stream)
+                                        route.stream, Stamp(wall_ms, mono_ns),
+                                        str(rec.get("symbol") or ""))
                 lost = lost or "dead_letter"
                 continue
             event_time = event_ms if event_ms is not None else rec.get("event_time")
@@ -408,13 +431,27 @@ class Pipeline:
         return lost
 
     def _dead_letter_frame(self, raw: str | bytes, reason: str, route: Route, detail: str,
-                           stream: str) -> None:
+                           stream: str, stamp: Stamp, symbol: str = "") -> None:
+        """The whole frame, with what ``replay`` needs to map it again: stream,
+        Bybit topic, symbol, receive time. A frame too large for a Kafka record
+        is replaced by a reference into the archive (``dlq.archive_topic``, the
+        archive key ``<bybit.topic>|<bybit.symbol>`` and ``bybit.received_ms``)."""
         log.warning("%s for %s: %s (frame sent to the dead-letter topic)", reason,
                     route.kafka_topic, detail)
         value = raw.encode() if isinstance(raw, str) else raw
-        self._sink.dead_letter(value, reason, route.kafka_topic, detail,
-                               [("bybit.stream", stream.encode()),
-                                ("bybit.topic", route.topic_id.encode())])
+        headers = [("bybit.stream", stream.encode()), ("bybit.topic", route.topic_id.encode()),
+                   ("bybit.symbol", symbol.encode()),
+                   ("bybit.received_ms", str(stamp.wall_ms).encode())]
+        if len(value) > DEAD_LETTER_FRAME_MAX:
+            archived = (self._archive.topic_for(stream, route.topic_id)
+                        if self._archive is not None else None)
+            headers.append(("dlq.frame_bytes", str(len(value)).encode()))
+            if archived is not None:
+                headers.append(("dlq.archive_topic", archived.encode()))
+            else:
+                detail = f"{detail} (frame of {len(value)} bytes not kept: archive it)"
+            value = b""
+        self._sink.dead_letter(value, reason, route.kafka_topic, detail, headers)
 
 
 def _resync_marker(kind: str, data: V5Data, reason: str) -> dict[str, Any]:

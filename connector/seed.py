@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import fastavro
@@ -87,28 +87,29 @@ def seed_dedup(config: Config, routes: Mapping[tuple[str, str], Route],
         consumer.close()
 
 
-def _seed_topic(consumer: KafkaConsumer, route: Route, tail: int, confluent: bool,
-                deadline: float) -> int:
+def read_tail(consumer: KafkaConsumer, topic: str, tail: int,
+              deadline: float) -> Iterator[Any]:
+    """The last ``tail`` records of each partition of ``topic`` (Kafka's
+    ``ConsumerRecord``), partition by partition in offset order, until each
+    partition's end as it was on entry or ``deadline`` (``time.monotonic``).
+    Yields nothing for a topic that cannot be read (logged). The one tail
+    reader: start-up seeding and ``replay``'s "already present" both use it."""
     try:
-        partitions = consumer.partitions_for_topic(route.kafka_topic) or set()
-        tps = [TopicPartition(route.kafka_topic, p) for p in sorted(partitions)]
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         if not tps:
-            return 0
+            return
         end = consumer.end_offsets(tps)
         begin = consumer.beginning_offsets(tps)
     except KafkaError as exc:
-        log.warning("de-duplication: cannot read %s (%s); starting empty", route.kafka_topic, exc)
-        return 0
+        log.warning("cannot read the tail of %s (%s)", topic, exc)
+        return
     todo = {tp for tp in tps if end[tp] > begin[tp]}
     if not todo:
-        return 0
+        return
     consumer.assign(list(todo))
     for tp in todo:
         consumer.seek(tp, max(begin[tp], end[tp] - tail))
-    parsed = fastavro.parse_schema(records.load_schema(route.kind))
-    field = route.dedup_field
-    assert field is not None
-    added = 0
     while todo and time.monotonic() < deadline:
         batch = consumer.poll(timeout_ms=500, max_records=10_000)
         for tp, messages in batch.items():
@@ -117,18 +118,27 @@ def _seed_topic(consumer: KafkaConsumer, route: Route, tail: int, confluent: boo
                     todo.discard(tp)
                 if m.offset >= end[tp] or m.value is None:
                     continue
-                rec = decode_value(m.value, parsed, confluent)
-                if rec is None or rec.get(field) is None:
-                    continue
-                symbol = rec.get("symbol", "")
-                seen = route.dedup.get(symbol)
-                if seen is None:
-                    seen = route.dedup.setdefault(symbol, RecentIds(DEDUP_CAPACITY))
-                added += seen.add(rec[field])
+                yield m
             if consumer.position(tp) >= end[tp]:
                 todo.discard(tp)
     if todo:
-        log.warning("de-duplication: %s not read to its end within the timeout; "
-                    "some replayed ids may be written again", route.kafka_topic)
+        log.warning("%s not read to its end within the timeout", topic)
     consumer.unsubscribe()
+
+
+def _seed_topic(consumer: KafkaConsumer, route: Route, tail: int, confluent: bool,
+                deadline: float) -> int:
+    parsed = fastavro.parse_schema(records.load_schema(route.kind))
+    field = route.dedup_field
+    assert field is not None
+    added = 0
+    for m in read_tail(consumer, route.kafka_topic, tail, deadline):
+        rec = decode_value(m.value, parsed, confluent)
+        if rec is None or rec.get(field) is None:
+            continue
+        symbol = rec.get("symbol", "")
+        seen = route.dedup.get(symbol)
+        if seen is None:
+            seen = route.dedup.setdefault(symbol, RecentIds(DEDUP_CAPACITY))
+        added += seen.add(rec[field])
     return added

@@ -25,6 +25,7 @@ from typing import Any
 from prometheus_client import REGISTRY
 
 from connector import coordination, metrics, records, runtime
+from connector.archive import Archive, archive_topics
 from connector.bybit import connection as bybit_connection
 from connector.bybit import protocol
 from connector.bybit.v5 import protocol as v5_protocol
@@ -200,13 +201,16 @@ class Connector:
             self.health = HealthServer(self.config.metrics.host, self.config.metrics.port,
                                        self.liveness, self.readiness).start()
         topics = [*{self.config.kafka_topic(s) for s in self.config.subscriptions},
-                  self.config.kafka.dead_letter_topic]
+                  self.config.kafka.dead_letter_topic, *archive_topics(self.config)]
         self.sink = self._connect_kafka(topics)
         if self.sink is None:
             return self
-        routes = build_routes(self.config, serializer_factory(self.config))
+        serializer_for = serializer_factory(self.config)
+        routes = build_routes(self.config, serializer_for)
         seed_dedup(self.config, routes)
-        self.pipeline = Pipeline(routes, self.sink)
+        archive = (Archive(self.config, serializer_for, self.sink)
+                   if archive_topics(self.config) else None)
+        self.pipeline = Pipeline(routes, self.sink, archive=archive)
         self.pipeline.resubscribe = self._resubscribe
         self.sink.on_lost = self.pipeline.record_lost  # book records Kafka refused: resync
         # -- scale-out (connector/coordination.py): with `coordination` set, Kafka's

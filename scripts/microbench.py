@@ -18,7 +18,8 @@ machine slows both alike:
   the network in front: v1 trade frames (10 trades each, 40 symbols) →
   decode → map → de-duplicate → Avro → sink → producer, CPU of the whole
   process until every record is acknowledged, for each client (``--clients``)
-  and ``kafka.headers`` mode (``--headers``);
+  and ``kafka.headers`` mode (``--headers``), without and with the raw frame
+  archive (``--archive off,on``; one archive record per 10-trade frame);
   starts a local broker. ``--profile`` writes a cProfile of the last round;
 * ``gc``: a synthetic allocation-heavy record loop over a large start-up
   heap, default collector vs ``runtime.tune_gc()``: CPU per record, p99 per
@@ -26,7 +27,7 @@ machine slows both alike:
 
 Usage: python scripts/microbench.py [--sections serde,mapping,metrics,producers,pipeline,gc]
        [--n 100000] [--rounds 3] [--clients kafka-python,confluent-kafka]
-       [--headers full,minimal] [--profile FILE]
+       [--headers full,minimal] [--archive off,on] [--profile FILE]
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import io
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -283,10 +284,11 @@ def trade_frames(n_records: int, per_frame: int = 10, symbols: int = 40,
 
 
 def bench_pipeline(n: int, rounds: int, clients: list[str], profile: str | None,
-                   header_modes: list[str]) -> None:
+                   header_modes: list[str], archive_modes: Sequence[str] = ("off",)) -> None:
     """CPU µs per record of decode → pipeline → sink → producer → acknowledged."""
     import cProfile
 
+    from connector.archive import Archive, archive_topics
     from connector.bybit.events import Stamp
     from connector.bybit.frames import decode
     from connector.config import loads
@@ -299,7 +301,8 @@ def bench_pipeline(n: int, rounds: int, clients: list[str], profile: str | None,
     print("pipeline (CPU µs per record, whole process, frames until all acknowledged)")
     tune_gc()
     with KafkaBroker() as broker:
-        for client, headers in ((c, h) for c in clients for h in header_modes):
+        for client, headers, archived in ((c, h, a) for c in clients for h in header_modes
+                                          for a in archive_modes):
             best = float("inf")
             for r in range(rounds + 1):  # round 0 warms up (metadata, first batches)
                 text = f"""
@@ -307,15 +310,22 @@ kafka:
   bootstrap_servers: ["{broker.bootstrap_servers}"]
   client: {client}
   headers: {headers}
-  topic_template: "mb{r}.{client}.{headers}.{{stream}}.{{topic}}"
-  max_pending_records: {n + 100}
+  topic_template: "mb{r}.{client}.{headers}.{archived}.{{stream}}.{{topic}}"
+  max_pending_records: {2 * n + 100}
+archive:
+  enabled: {"true" if archived == "on" else "false"}
+  topic_template: "mb{r}.{client}.{headers}.raw.{{stream}}"
 subscriptions: [{{stream: v1, topic: trade, symbols: {[f"S{i:04d}USDT" for i in range(40)]}}}]
 """
                 config = loads(text, env={})
                 frames = trade_frames(n, first_id=2_290_000_000_000_000_000 + r * 10 * n)
                 with KafkaSink(config.kafka, warm_topics=[config.kafka_topic(
-                        config.subscriptions[0])]) as sink:
-                    pipeline = Pipeline(build_routes(config, serializer_factory(config)), sink)
+                        config.subscriptions[0]), *archive_topics(config)]) as sink:
+                    serializer_for = serializer_factory(config)
+                    archive = (Archive(config, serializer_for, sink)
+                               if archive_topics(config) else None)
+                    pipeline = Pipeline(build_routes(config, serializer_for), sink,
+                                        archive=archive)
                     prof = cProfile.Profile() if profile and r == rounds else None
                     start = time.process_time()
                     if prof:
@@ -331,7 +341,7 @@ subscriptions: [{{stream: v1, topic: trade, symbols: {[f"S{i:04d}USDT" for i in 
                     assert left == 0, f"{left} records not acknowledged"
                 if r:
                     best = min(best, spent / n * 1e6)
-            label = f"{client}, headers: {headers}"
+            label = f"{client}, headers: {headers}" + (", archive on" if archived == "on" else "")
             print(f"  {label:44s} {best:7.2f} µs per trade record")
 
 
@@ -397,12 +407,15 @@ def main() -> int:
     parser.add_argument("--headers", default="full",
                         help="pipeline: kafka.headers modes to run (full, minimal)")
     parser.add_argument("--profile", help="pipeline: write a cProfile of the last round here")
+    parser.add_argument("--archive", default="off",
+                        help="pipeline: raw frame archive modes to run (off, on)")
     args = parser.parse_args()
     sections: dict[str, Callable[[int, int], None]] = {
         "serde": bench_serde, "metrics": bench_metrics, "producers": bench_producers,
         "mapping": bench_mapping, "gc": bench_gc,
         "pipeline": lambda n, rounds: bench_pipeline(n, rounds, args.clients.split(","),
-                                                     args.profile, args.headers.split(","))}
+                                                     args.profile, args.headers.split(","),
+                                                     args.archive.split(","))}
     for name in args.sections.split(","):
         sections[name](args.n if name != "gc" else max(args.n, 300_000), args.rounds)
     return 0

@@ -205,7 +205,10 @@ def _text(data: bytes) -> str | dict[str, str]:
 
 
 def _plain(value: Any) -> Any:
-    """timestamp-millis values back to epoch milliseconds (as Bybit sent them)."""
+    """timestamp-millis values back to epoch milliseconds (as Bybit sent them);
+    bytes (the archive's ``frame``) as text, or base64 if they are not UTF-8."""
+    if isinstance(value, bytes):
+        return _text(value)
     if isinstance(value, datetime.datetime):
         return (value - EPOCH) // datetime.timedelta(milliseconds=1)
     if isinstance(value, dict):
