@@ -19,9 +19,11 @@ Hand-over of one shard:
 * old owner, in ``on_partitions_revoked`` (before the group moves on): stops
   the shard's connections (stop reading) and flushes Kafka, so everything it
   wrote is in Kafka before the new owner looks;
-* new owner, on assignment: ``on_shards_assigned(subscriptions)`` (default:
-  seed the trade de-dup from the topics' tail, ``connector.handover``), then
-  builds and starts the shard's connections.
+* new owner, on assignment: holds the shard's de-duplicated records, builds
+  and starts the shard's connections at once, then seeds the trade de-dup
+  from the topics' tail (``connector.handover``) while they subscribe, and
+  releases the held records through it (``connector.hold``): seeding never
+  delays subscribing.
 
 A replica killed without a goodbye is noticed after the session timeout; the
 records it had not delivered are lost (counted by the test suite, limited to
@@ -285,5 +287,7 @@ def start(config: Config, routes: Mapping[tuple[str, str], Any], sink: Any,
         handover.seed_trade_dedup(config, routes, subs)
 
     runner = ShardRunner(shards.plan(config.subscriptions, coord.shards), build_shard,
-                         sink.flush, on_shards_assigned, shards.keys_of(config.subscriptions))
+                         sink.flush, on_shards_assigned, shards.keys_of(config.subscriptions),
+                         hold=lambda subs: handover.hold(routes, subs),
+                         release=lambda subs: handover.release(routes, subs))
     return Coordinator(coord, config.kafka, runner).start()

@@ -5,9 +5,11 @@ Bybit's v1 ``trade`` topic replays the last 60 trades on every subscribe. The
 replica that streamed a shard before wrote those trades; the new owner has
 never seen them. ``seed_trade_dedup`` reads the tail of each trade topic the
 new subscriptions write to, decodes the trade ids of their symbols and adds
-them to the pipeline's de-duplication memory (``Route.dedup``), before the
-connections start. It is the default ``on_shards_assigned`` hook of
-``connector.coordination``; a replica starting up can use it the same way.
+them to the pipeline's de-duplication memory (``Route.dedup``). It runs while
+the shard's connections subscribe: ``hold`` buffers their de-duplicated
+records before they start and ``release`` writes them through the seeded
+memory afterwards (``connector.hold``), so the seed costs no data. These are
+the hooks ``connector.coordination`` gives ``ShardRunner``.
 
 Bounded: per partition, ``per_symbol`` records (the replay is 60) times the
 configured symbols whose key lands in that partition are read back, within
@@ -41,6 +43,33 @@ from connector.sink import producer_settings
 log = logging.getLogger(__name__)
 
 REPLAY_DEPTH = 60  # records read back per symbol and partition: Bybit replays 60 trades
+
+
+def _held_symbols(routes: Mapping[tuple[str, str], Route],
+                   subscriptions: Sequence[SubscriptionConfig]) -> list[tuple[Route, list[str]]]:
+    out = []
+    for sub in subscriptions:
+        route = routes.get((sub.stream, sub.topic_id))
+        if route is not None and route.dedup_field is not None and sub.symbols:
+            out.append((route, list(sub.symbols)))
+    return out
+
+
+def hold(routes: Mapping[tuple[str, str], Route],
+         subscriptions: Sequence[SubscriptionConfig]) -> None:
+    """Buffer the de-duplicated records of ``subscriptions`` until ``release``."""
+    for route, symbols in _held_symbols(routes, subscriptions):
+        route.held.hold(symbols)
+
+
+def release(routes: Mapping[tuple[str, str], Route],
+            subscriptions: Sequence[SubscriptionConfig]) -> int:
+    """Write what ``hold`` buffered, through the (now seeded) de-duplication."""
+    released = sum(route.held.release(symbols)
+                   for route, symbols in _held_symbols(routes, subscriptions))
+    if released:
+        log.info("released %d frames received while seeding", released)
+    return released
 
 
 def seed_trade_dedup(config: Config, routes: Mapping[tuple[str, str], Route],

@@ -3,10 +3,14 @@
 ``ShardRunner`` is told which shards the group gave this replica
 (``assign``/``revoke``, from ``connector.coordination``'s rebalance listener)
 and brings the running connections to match (``apply``, using
-``shards.diff``): a new shard is seeded (``on_shards_assigned``), then its
-connections are built and started; a revoked shard's connections are stopped
-and Kafka flushed before the listener returns, so the next owner finds every
-record of ours in Kafka. Shards that do not move are never touched.
+``shards.diff``): a new shard's de-duplicated records are held (``hold``),
+its connections are built and started at once, and only then is it seeded
+(``on_shards_assigned``, reading the Kafka tail while the connections
+subscribe) and its held records released (``release``): seeding never delays
+subscribing, and the overlap with the previous owner is dropped by id. A
+revoked shard's connections are stopped and Kafka flushed before the listener
+returns, so the next owner finds every record of ours in Kafka. Shards that
+do not move are never touched.
 
 It also keeps the per-replica metrics true to what this replica streams:
 ``shards_owned``, ``subscriptions_configured`` and ``last_message_age`` follow
@@ -57,8 +61,14 @@ class ShardConnection(Protocol):
 
 # (shard, its subscriptions) -> its connections, built but not started.
 BuildConnections = Callable[[int, list[Any]], Sequence[ShardConnection]]
-# Called with a new shard's subscriptions before its connections start.
+# Called with a new shard's subscriptions once its connections have started.
 OnShardsAssigned = Callable[[list[Any]], None]
+# Hold (before start) and release (after the seed) a shard's de-duplicated records.
+HoldRecords = Callable[[list[Any]], object]
+
+
+def _nothing(_subs: list[Any]) -> None:
+    return None
 
 
 @dataclass
@@ -79,8 +89,11 @@ class ShardRunner:
 
     def __init__(self, plan: Mapping[int, list[Any]], build: BuildConnections,
                  flush: Callable[[float], int], on_shards_assigned: OnShardsAssigned,
-                 all_keys: Sequence[tuple[str, str, str]]) -> None:
+                 all_keys: Sequence[tuple[str, str, str]],
+                 hold: HoldRecords = _nothing, release: HoldRecords = _nothing) -> None:
         self._plan = plan
+        self._hold = hold
+        self._release = release
         self._build = build
         self._flush = flush
         self._on_assigned = on_shards_assigned
@@ -124,12 +137,8 @@ class ShardRunner:
             for shard in new:
                 self._running[shard] = _Running(list(self._plan.get(shard, ())), now)
         subs = shards.subscriptions_of(self._plan, new)
-        # Outside the lock: seeding reads Kafka, and a revoke must not wait for it.
         if subs:
-            try:
-                self._on_assigned(subs)
-            except Exception:  # a failed seed costs duplicates, never the shard
-                log.exception("on_shards_assigned failed for shards %s", new)
+            self._hold(subs)  # before the connections start: no record passes unseeded
         with self._lock:
             started = []
             for shard in new:
@@ -144,6 +153,16 @@ class ShardRunner:
         if started:
             log.info("streaming shards %s (%d subscriptions); now own %s", started,
                      len(shards.keys_of(subs)), sorted(self.owned))
+        if not subs:
+            return
+        # Outside the lock, while the connections subscribe: seeding reads Kafka, and
+        # a revoke must not wait for it.
+        try:
+            self._on_assigned(subs)
+        except Exception:  # a failed seed costs duplicates, never the shard
+            log.exception("on_shards_assigned failed for shards %s", new)
+        finally:
+            self._release(subs)
 
     def stop_all(self) -> None:
         """Stop every shard and flush, before leaving the group."""

@@ -64,7 +64,13 @@ def make_runner() -> tuple[ShardRunner, list[str], dict[int, list[FakeConnection
         events.append("flush")
         return 0
 
-    runner = ShardRunner(plan, build, flush, seed, shards.keys_of(subs))
+    def hold(shard_subs: list[Any]) -> None:
+        events.append("hold")
+
+    def release(shard_subs: list[Any]) -> None:
+        events.append("release")
+
+    runner = ShardRunner(plan, build, flush, seed, shards.keys_of(subs), hold, release)
     return runner, events, built
 
 
@@ -72,11 +78,14 @@ def gauge(name: str, **labels: str) -> float | None:
     return REGISTRY.get_sample_value(name, labels)
 
 
-def test_assign_seeds_then_starts_and_revoke_stops_then_flushes() -> None:
+def test_assign_holds_starts_then_seeds_and_revoke_stops_then_flushes() -> None:
     runner, events, _built = make_runner()
     runner.assign({0, 1})
     runner.apply()
-    assert events[0].startswith("seed ") and events[1:] == ["start v1-0.s0", "start v1-0.s1"]
+    # Seeding never delays subscribing: the connections start first, their
+    # de-duplicated records held until the seed knows the overlap.
+    assert events[:3] == ["hold", "start v1-0.s0", "start v1-0.s1"]
+    assert events[3].startswith("seed ") and events[4:] == ["release"]
     assert gauge("bybit_connector_shards_owned") == 2
     assert runner.status()["0"]["streaming"] and runner.status()["1"]["streaming"]
     events.clear()
