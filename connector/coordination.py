@@ -283,8 +283,10 @@ def start(config: Config, routes: Mapping[tuple[str, str], Any], sink: Any,
     def build_shard(shard: int, subs: list[Any]) -> Sequence[ShardConnection]:
         return build(dataclasses.replace(config, subscriptions=subs), f".s{shard}")
 
-    def on_shards_assigned(subs: list[Any]) -> None:
-        handover.seed_trade_dedup(config, routes, subs)
+    def on_shards_assigned(subs: list[Any]) -> dict[str, int]:
+        last_written: dict[str, int] = {}
+        handover.seed_trade_dedup(config, routes, subs, last_written=last_written)
+        return last_written
 
     runner = ShardRunner(shards.plan(config.subscriptions, coord.shards), build_shard,
                          sink.flush, on_shards_assigned, shards.keys_of(config.subscriptions),

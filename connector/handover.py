@@ -74,8 +74,12 @@ def release(routes: Mapping[tuple[str, str], Route],
 
 def seed_trade_dedup(config: Config, routes: Mapping[tuple[str, str], Route],
                      subscriptions: Sequence[SubscriptionConfig], per_symbol: int = REPLAY_DEPTH,
-                     timeout: float = 5.0) -> int:
-    """Seed ``routes``' trade de-dup for ``subscriptions`` from Kafka. Returns ids seeded."""
+                     timeout: float = 5.0, last_written: dict[str, int] | None = None) -> int:
+    """Seed ``routes``' trade de-dup for ``subscriptions`` from Kafka. Returns ids seeded.
+
+    ``last_written``, if given, receives per symbol the Kafka timestamp (ms) of
+    its newest record found: where the previous writer stopped, so the new
+    owner can report the gap (``ShardRunner``)."""
     wanted: dict[str, tuple[Route, set[str]]] = {}  # kafka topic -> (route, symbols)
     for sub in subscriptions:
         route = routes.get((sub.stream, sub.topic_id))
@@ -102,7 +106,8 @@ def seed_trade_dedup(config: Config, routes: Mapping[tuple[str, str], Route],
         for topic, (route, symbols) in wanted.items():
             seeded += _seed_topic(consumer, topic, route, symbols,
                                   symbols_per_topic.get(topic, []), per_symbol,
-                                  started + timeout, config.serialization.format)
+                                  started + timeout, config.serialization.format,
+                                  last_written if last_written is not None else {})
     except KafkaError as exc:
         log.warning("seeding trade de-duplication failed (%s); a replay may be written "
                     "twice", exc)
@@ -114,7 +119,8 @@ def seed_trade_dedup(config: Config, routes: Mapping[tuple[str, str], Route],
 
 
 def _seed_topic(consumer: KafkaConsumer, topic: str, route: Route, symbols: set[str],
-                all_symbols: list[str], per_symbol: int, deadline: float, fmt: str) -> int:
+                all_symbols: list[str], per_symbol: int, deadline: float, fmt: str,
+                last_written: dict[str, int]) -> int:
     ids = sorted(consumer.partitions_for_topic(topic) or ())
     if not ids:
         return 0
@@ -131,7 +137,8 @@ def _seed_topic(consumer: KafkaConsumer, topic: str, route: Route, symbols: set[
         tp = TopicPartition(topic, p)
         mine = {s for s in symbols if partition(s) == p}
         found = _read_back(consumer, tp, mine, per_symbol,
-                           per_symbol * max(1, per_partition[p]), deadline, decode, field)
+                           per_symbol * max(1, per_partition[p]), deadline, decode, field,
+                           last_written)
         for symbol, trade_ids in found.items():
             seen = route.dedup.get(symbol)
             if seen is None:
@@ -144,10 +151,12 @@ def _seed_topic(consumer: KafkaConsumer, topic: str, route: Route, symbols: set[
 
 def _read_back(consumer: KafkaConsumer, tp: TopicPartition, symbols: set[str],
                per_symbol: int, step: int, deadline: float,
-               decode: Callable[[bytes], dict[str, Any]], field: str) -> dict[str, list[str]]:
+               decode: Callable[[bytes], dict[str, Any]], field: str,
+               last_written: dict[str, int]) -> dict[str, list[str]]:
     """The last ``per_symbol`` ids of each of ``symbols`` in ``tp``: read backwards
     from the end in chunks (doubling) until each has them, or the partition's
-    beginning, or the deadline. Ids per symbol oldest first."""
+    beginning, or the deadline. Ids per symbol oldest first; ``last_written``
+    gets each symbol's newest record timestamp (ms)."""
     consumer.assign([tp])
     hi = consumer.end_offsets([tp])[tp]
     begin = consumer.beginning_offsets([tp])[tp]
@@ -171,6 +180,8 @@ def _read_back(consumer: KafkaConsumer, tp: TopicPartition, symbols: set[str],
                     symbol = keys.get(m.key or b"")
                     if symbol is None:
                         continue
+                    if m.timestamp > last_written.get(symbol, -1):
+                        last_written[symbol] = m.timestamp
                     try:
                         chunk.setdefault(symbol, []).append(str(decode(m.value)[field]))
                     except (ValueError, KeyError, TypeError, EOFError, IndexError):

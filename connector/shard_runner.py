@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 FLUSH_ON_REVOKE_SECONDS = 3.0  # bounded: the listener holds up the group's heartbeat
 STOP_SECONDS = 3.0
+GAP_WARN_SECONDS = 1.0  # a hand-over gap this long is logged as a warning
 
 
 class ShardConnection(Protocol):
@@ -61,8 +62,9 @@ class ShardConnection(Protocol):
 
 # (shard, its subscriptions) -> its connections, built but not started.
 BuildConnections = Callable[[int, list[Any]], Sequence[ShardConnection]]
-# Called with a new shard's subscriptions once its connections have started.
-OnShardsAssigned = Callable[[list[Any]], None]
+# Called with new shards' subscriptions once their connections have started; may
+# return per symbol the Kafka timestamp (ms) of the previous writer's newest record.
+OnShardsAssigned = Callable[[list[Any]], Mapping[str, int] | None]
 # Hold (before start) and release (after the seed) a shard's de-duplicated records.
 HoldRecords = Callable[[list[Any]], object]
 
@@ -77,6 +79,9 @@ class _Running:
     assigned_at: float
     connections: list[ShardConnection] = field(default_factory=list)
     handed_over: bool = False
+    first_data_ms: int | None = None  # wall clock, at the shard's first data here
+    last_written_ms: int | None = None  # the previous writer's newest record (Kafka)
+    gap_reported: bool = False
 
 
 class ShardRunner:
@@ -157,12 +162,23 @@ class ShardRunner:
             return
         # Outside the lock, while the connections subscribe: seeding reads Kafka, and
         # a revoke must not wait for it.
+        last_written: Mapping[str, int] | None = None
         try:
-            self._on_assigned(subs)
+            last_written = self._on_assigned(subs)
         except Exception:  # a failed seed costs duplicates, never the shard
             log.exception("on_shards_assigned failed for shards %s", new)
         finally:
             self._release(subs)
+        if last_written:
+            with self._lock:
+                for shard in new:
+                    run = self._running.get(shard)
+                    if run is None:
+                        continue
+                    stamps = [last_written[s] for sub in run.subscriptions
+                              for s in sub.symbols if s in last_written]
+                    run.last_written_ms = max(stamps, default=None)
+                    self._report_gap(shard, run)
 
     def stop_all(self) -> None:
         """Stop every shard and flush, before leaving the group."""
@@ -219,7 +235,23 @@ class ShardRunner:
                     done = all(c.is_up and c.all_subscribed for c in run.connections)
                 if done:
                     run.handed_over = True
+                    run.first_data_ms = int(time.time() * 1000)
                     metrics.shard_handover_seconds.observe(since)
+            for shard, run in self._running.items():
+                self._report_gap(shard, run)
+
+    def _report_gap(self, shard: int, run: _Running) -> None:
+        """Once both ends are known: the seconds the shard went unwritten between
+        the previous writer's newest record and our first data (caller holds the lock).
+        Lost, for v5: Bybit sends no history on subscribe."""
+        if run.gap_reported or run.first_data_ms is None or run.last_written_ms is None:
+            return
+        run.gap_reported = True
+        gap = max(0.0, (run.first_data_ms - run.last_written_ms) / 1000.0)
+        metrics.shard_gap_seconds_total.labels(str(shard)).inc(gap)
+        log.log(logging.WARNING if gap >= GAP_WARN_SECONDS else logging.INFO,
+                "shard %d: %.2f s unwritten between the previous writer's last record and "
+                "ours (what Bybit sent meanwhile is lost)", shard, gap)
 
     def connections(self) -> list[ShardConnection]:
         with self._lock:

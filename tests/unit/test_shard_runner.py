@@ -4,6 +4,7 @@ metrics and readiness. The group protocol itself is tested against a real broker
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prometheus_client import REGISTRY
@@ -129,3 +130,31 @@ def test_metrics_follow_the_owned_shards() -> None:
     assert not any(k[:2] == ("v1", "trade") and k[2] in SYMBOLS
                    for k in metrics.last_message_age._last)
     assert gauge("bybit_connector_shards_owned") == 0
+
+
+def test_the_gap_since_the_previous_writer_is_reported_per_shard() -> None:
+    """Without a standby, a crash loses what Bybit sent between the dead owner's
+    last record and the new owner's first data: counted per shard, in seconds."""
+    subs = [SubscriptionConfig(stream="v1", topic="trade", symbols=list(SYMBOLS))]
+    plan = shards.plan(subs, N)
+    now_ms = int(time.time() * 1000)
+    newest = {s: now_ms - 7000 for s in SYMBOLS}  # the previous owner wrote 7 s ago
+    newest[plan[1][0].symbols[0]] = now_ms - 4000  # its last record in shard 1: 4 s ago
+
+    runner = ShardRunner(plan, lambda shard, _subs: [FakeConnection(f"v1-0.s{shard}", [])],
+                         lambda _t: 0, lambda _subs: newest, shards.keys_of(subs))
+    before = {s: gauge("bybit_connector_shard_gap_seconds_total", shard=s) or 0.0
+              for s in ("0", "1")}
+    runner.assign({0, 1})
+    runner.apply()
+    assert gauge("bybit_connector_shard_gap_seconds_total", shard="1") in (None, before["1"])
+    for shard in (0, 1):  # first data arrives
+        sym = plan[shard][0].symbols[0]
+        metrics.last_message_age.touch("v1", "trade", sym)
+    runner.observe_handovers()
+    gap0 = gauge("bybit_connector_shard_gap_seconds_total", shard="0") - before["0"]
+    gap1 = gauge("bybit_connector_shard_gap_seconds_total", shard="1") - before["1"]
+    assert 7.0 <= gap0 < 9.0 and 4.0 <= gap1 < 6.0, (gap0, gap1)
+    runner.observe_handovers()  # reported once
+    assert gauge("bybit_connector_shard_gap_seconds_total", shard="0") - before["0"] == gap0
+    runner.stop_all()
