@@ -49,7 +49,7 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import InvalidSessionTimeoutError, KafkaError, TopicAlreadyExistsError
 from kafka.structs import MemberState
 
 from connector import handover, metrics, shards
@@ -212,8 +212,11 @@ class Coordinator:
                         consumer.pause(*unpaused)
                     self.last_error = None
                 except KafkaError as exc:
-                    self.last_error = f"{type(exc).__name__}: {exc}"
-                    log.warning("coordination: %s", self.last_error)
+                    error = self._explain(exc)
+                    if error != self.last_error:
+                        log.log(logging.ERROR if isinstance(exc, InvalidSessionTimeoutError)
+                                else logging.WARNING, "coordination: %s", error)
+                    self.last_error = error
                     self._stop.wait(1.0)
                 self._observe(consumer)
         finally:
@@ -227,6 +230,16 @@ class Coordinator:
                     consumer.close()
                 except KafkaError as exc:
                     log.warning("coordination: leaving the group: %s", exc)
+
+    def _explain(self, exc: KafkaError) -> str:
+        """The error for logs and /readyz; a session timeout the broker refuses names
+        the setting and the broker's bounds (the crash detection time is bounded by them)."""
+        if isinstance(exc, InvalidSessionTimeoutError):
+            return (f"the broker refuses coordination.session_timeout_seconds "
+                    f"{self.config.session_timeout_seconds:g}: it must lie within the "
+                    "broker's group.min.session.timeout.ms and group.max.session.timeout.ms "
+                    "(6 s and 30 min by default)")
+        return f"{type(exc).__name__}: {exc}"
 
     def _start_shards(self) -> None:
         """Seeding and connecting take seconds: done here, off the poll loop, so a
