@@ -61,6 +61,12 @@ from connector.shard_runner import ShardConnection, ShardRunner
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2
+# A shard handed over streams on this long on its old owner, so the new owner is
+# subscribed before it lets go (a rebalance and a subscribe take ~1.2 s here).
+HANDOVER_OVERLAP_SECONDS = 3.0
+# The new owner reads the Kafka tail after the old owner's overlap and flush.
+SEED_AFTER_SECONDS = HANDOVER_OVERLAP_SECONDS + 1.0
+SEED_DEPTH = 500  # trade ids read back per symbol: the overlap and a replay
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -75,7 +81,7 @@ class _Listener(ConsumerRebalanceListener):
 
     def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
         # Our membership expired: the shards are someone else's already.
-        self._runner.revoke({tp.partition for tp in lost})
+        self._runner.revoke({tp.partition for tp in lost}, linger=False)
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._runner.assign({tp.partition for tp in assigned})
@@ -223,13 +229,15 @@ class Coordinator:
             self._wake.set()
             if starter.is_alive():
                 starter.join(30)
-            # Stop and flush before leaving, so the next owners find our records.
-            self.runner.stop_all()
+            # Make-before-break: leave the group first (our shards are revoked and
+            # stream on for HANDOVER_OVERLAP_SECONDS while the others subscribe), then
+            # stop and flush, so the next owners find our records when they seed.
             if consumer is not None:
                 try:
                     consumer.close()
                 except KafkaError as exc:
                     log.warning("coordination: leaving the group: %s", exc)
+            self.runner.stop_all()
 
     def _explain(self, exc: KafkaError) -> str:
         """The error for logs and /readyz; a session timeout the broker refuses names
@@ -298,11 +306,13 @@ def start(config: Config, routes: Mapping[tuple[str, str], Any], sink: Any,
 
     def on_shards_assigned(subs: list[Any]) -> dict[str, int]:
         last_written: dict[str, int] = {}
-        handover.seed_trade_dedup(config, routes, subs, last_written=last_written)
+        handover.seed_trade_dedup(config, routes, subs, per_symbol=SEED_DEPTH, timeout=10.0,
+                                  last_written=last_written)
         return last_written
 
     runner = ShardRunner(shards.plan(config.subscriptions, coord.shards), build_shard,
                          sink.flush, on_shards_assigned, shards.keys_of(config.subscriptions),
                          hold=lambda subs: handover.hold(routes, subs),
-                         release=lambda subs: handover.release(routes, subs))
+                         release=lambda subs: handover.release(routes, subs),
+                         overlap=HANDOVER_OVERLAP_SECONDS, seed_after=SEED_AFTER_SECONDS)
     return Coordinator(coord, config.kafka, runner).start()

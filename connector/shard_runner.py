@@ -82,6 +82,7 @@ class _Running:
     first_data_ms: int | None = None  # wall clock, at the shard's first data here
     last_written_ms: int | None = None  # the previous writer's newest record (Kafka)
     gap_reported: bool = False
+    leaving_at: float | None = None  # revoked: streams on until then (make-before-break)
 
 
 class ShardRunner:
@@ -95,8 +96,11 @@ class ShardRunner:
     def __init__(self, plan: Mapping[int, list[Any]], build: BuildConnections,
                  flush: Callable[[float], int], on_shards_assigned: OnShardsAssigned,
                  all_keys: Sequence[tuple[str, str, str]],
-                 hold: HoldRecords = _nothing, release: HoldRecords = _nothing) -> None:
+                 hold: HoldRecords = _nothing, release: HoldRecords = _nothing,
+                 overlap: float = 0.0, seed_after: float = 0.0) -> None:
         self._plan = plan
+        self._overlap = overlap
+        self._seed_after = seed_after
         self._hold = hold
         self._release = release
         self._build = build
@@ -105,6 +109,7 @@ class ShardRunner:
         self._lock = threading.RLock()
         self._owned: set[int] = set()
         self._running: dict[int, _Running] = {}
+        self._seeders: list[threading.Thread] = []
         self._topics = sorted({(k[0], k[1]) for k in all_keys})
         metrics.last_message_age.unregister(all_keys)  # registered again as shards come
         self._refresh_metrics()
@@ -115,16 +120,49 @@ class ShardRunner:
             return frozenset(self._owned)
 
     def assign(self, added: set[int]) -> None:
-        """The group gave us ``added``; ``apply()`` starts them."""
+        """The group gave us ``added``; ``apply()`` starts them (a shard still
+        leaving us simply stays)."""
         with self._lock:
             self._owned |= added
+            for shard in added:
+                run = self._running.get(shard)
+                if run is not None:
+                    run.leaving_at = None
 
-    def revoke(self, revoked: set[int]) -> None:
-        """The group takes ``revoked`` away: stop them now, then flush Kafka so the
-        next owner finds every record of ours there when it seeds."""
+    def revoke(self, revoked: set[int], linger: bool = True) -> None:
+        """The group takes ``revoked`` away. Make-before-break: they stream on for
+        ``overlap`` seconds, so the next owner subscribes before we let go, then
+        stop and Kafka is flushed (the next owner seeds after that, ``seed_after``,
+        and drops the overlap by id). Without ``overlap`` or ``linger`` (lost, not
+        handed over): stopped and flushed now."""
         with self._lock:
             self._owned -= revoked
-            stopped = self._stop_shards(revoked & set(self._running))
+            moving = revoked & {s for s, r in self._running.items() if r.leaving_at is None}
+            if moving and linger and self._overlap > 0:
+                deadline = time.monotonic() + self._overlap
+                for shard in moving:
+                    self._running[shard].leaving_at = deadline
+                timer = threading.Timer(self._overlap, self._finish_leaving)
+                timer.daemon = True
+                timer.start()
+                log.info("handing over shards %s: streaming on for %.1f s so the next owner "
+                         "subscribes first", sorted(moving), self._overlap)
+                return
+            self._release_held(moving)
+            stopped = self._stop_shards(moving)
+        if stopped:
+            left = self._flush(FLUSH_ON_REVOKE_SECONDS)
+            log.info("handed over shards %s (%d records still unacknowledged)",
+                     sorted(stopped), left)
+
+    def _finish_leaving(self) -> None:
+        """The overlap is over: stop the shards handed over, flush."""
+        with self._lock:
+            now = time.monotonic()
+            due = {s for s, r in self._running.items()
+                   if r.leaving_at is not None and r.leaving_at <= now + 0.05}
+            self._release_held(due)
+            stopped = self._stop_shards(due)
         if stopped:
             left = self._flush(FLUSH_ON_REVOKE_SECONDS)
             log.info("handed over shards %s (%d records still unacknowledged)",
@@ -133,7 +171,8 @@ class ShardRunner:
     def apply(self) -> None:
         """Start what we own and do not run, stop what we run and do not own."""
         with self._lock:
-            change = shards.diff(self._running, self._owned)
+            staying = {s: r for s, r in self._running.items() if r.leaving_at is None}
+            change = shards.diff(staying, self._owned)
             if not change:
                 return
             self._stop_shards(set(change.stop))
@@ -160,8 +199,25 @@ class ShardRunner:
                      len(shards.keys_of(subs)), sorted(self.owned))
         if not subs:
             return
-        # Outside the lock, while the connections subscribe: seeding reads Kafka, and
-        # a revoke must not wait for it.
+        # On its own thread, while the connections subscribe: seeding waits for the
+        # previous owner and reads Kafka; neither a revoke nor the next apply (nor
+        # observe_handovers) waits for it.
+        seeder = threading.Thread(target=self._seed, args=(new, subs), daemon=True,
+                                  name=f"seed-{'-'.join(map(str, new))}")
+        with self._lock:
+            self._seeders = [t for t in self._seeders if t.is_alive()] + [seeder]
+        seeder.start()
+
+    def settle(self, timeout: float) -> bool:
+        """Wait for the seeding of started shards (tests); True if all done."""
+        deadline = time.monotonic() + timeout
+        for t in list(self._seeders):
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._seeders)
+
+    def _seed(self, new: list[int], subs: list[Any]) -> None:
+        if self._seed_after > 0:  # the previous owner streams on, then flushes
+            time.sleep(self._seed_after)
         last_written: Mapping[str, int] | None = None
         try:
             last_written = self._on_assigned(subs)
@@ -181,12 +237,25 @@ class ShardRunner:
                     self._report_gap(shard, run)
 
     def stop_all(self) -> None:
-        """Stop every shard and flush, before leaving the group."""
+        """Stop every shard and flush (after the group has been left: shards
+        handed over stream on until their overlap ends)."""
         with self._lock:
             self._owned.clear()
+            ends = [r.leaving_at for r in self._running.values() if r.leaving_at is not None]
+        if ends:
+            time.sleep(max(0.0, max(ends) - time.monotonic()))
+        with self._lock:
+            self._release_held(set(self._running))
             stopped = self._stop_shards(set(self._running))
         if stopped:
             self._flush(FLUSH_ON_REVOKE_SECONDS)
+
+    def _release_held(self, victims: set[int]) -> None:
+        """Shards we let go of before their seed finished: write what they hold
+        now (at worst a duplicate, never a loss; caller holds the lock)."""
+        subs = shards.subscriptions_of(self._plan, sorted(victims))
+        if subs:
+            self._release(subs)
 
     def _stop_shards(self, victims: set[int]) -> set[int]:
         """Stop the connections of ``victims`` in parallel (caller holds the lock)."""

@@ -86,12 +86,14 @@ def test_assign_holds_starts_then_seeds_and_revoke_stops_then_flushes() -> None:
     # Seeding never delays subscribing: the connections start first, their
     # de-duplicated records held until the seed knows the overlap.
     assert events[:3] == ["hold", "start v1-0.s0", "start v1-0.s1"]
+    assert runner.settle(5)
     assert events[3].startswith("seed ") and events[4:] == ["release"]
     assert gauge("bybit_connector_shards_owned") == 2
     assert runner.status()["0"]["streaming"] and runner.status()["1"]["streaming"]
     events.clear()
     runner.revoke({0})
-    assert events == ["stop v1-0.s0", "flush"]  # flushed before the group moves on
+    # Held records written, stopped, flushed before the group moves on.
+    assert events == ["release", "stop v1-0.s0", "flush"]
     assert gauge("bybit_connector_shards_owned") == 1
     assert [c.name for c in runner.connections()] == ["v1-0.s1"]
 
@@ -147,6 +149,7 @@ def test_the_gap_since_the_previous_writer_is_reported_per_shard() -> None:
               for s in ("0", "1")}
     runner.assign({0, 1})
     runner.apply()
+    assert runner.settle(5)
     assert gauge("bybit_connector_shard_gap_seconds_total", shard="1") in (None, before["1"])
     for shard in (0, 1):  # first data arrives
         sym = plan[shard][0].symbols[0]
@@ -158,3 +161,40 @@ def test_the_gap_since_the_previous_writer_is_reported_per_shard() -> None:
     runner.observe_handovers()  # reported once
     assert gauge("bybit_connector_shard_gap_seconds_total", shard="0") - before["0"] == gap0
     runner.stop_all()
+
+
+def test_a_revoked_shard_streams_on_until_the_overlap_ends() -> None:
+    """Make-before-break: the old owner lets go only after the overlap, so the
+    next owner (assigned meanwhile) is subscribed before the last record here;
+    a shard given back during the overlap is never stopped."""
+    subs = [SubscriptionConfig(stream="v1", topic="trade", symbols=list(SYMBOLS))]
+    events: list[str] = []
+    built: dict[int, list[FakeConnection]] = {}
+
+    def build(shard: int, _subs: list[Any]) -> list[FakeConnection]:
+        built.setdefault(shard, []).append(FakeConnection(f"v1-0.s{shard}", events))
+        return built[shard][-1:]
+
+    overlap = 0.5
+    runner = ShardRunner(shards.plan(subs, N), build, lambda _t: events.append("flush") or 0,
+                         lambda _subs: None, shards.keys_of(subs), overlap=overlap)
+    runner.assign({0, 1, 2})
+    runner.apply()
+    revoked_at = time.monotonic()
+    runner.revoke({0, 1})  # returns at once: the group moves on
+    assert time.monotonic() - revoked_at < overlap / 2
+    assert not built[0][0].stopped and not built[1][0].stopped
+    runner.assign({1})  # given back during the overlap
+    runner.apply()
+    assert len(built[1]) == 1  # kept, not restarted
+    deadline = time.monotonic() + 10 * overlap
+    while not built[0][0].stopped and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert built[0][0].stopped and time.monotonic() - revoked_at >= overlap
+    assert events[-2:] == ["stop v1-0.s0", "flush"]
+    assert not built[1][0].stopped and not built[2][0].stopped
+    runner.revoke({2})
+    stopping = time.monotonic()
+    runner.stop_all()  # waits for shard 2's overlap, then stops everything
+    assert time.monotonic() - stopping >= overlap * 0.9
+    assert built[1][0].stopped and built[2][0].stopped
