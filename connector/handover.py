@@ -50,14 +50,17 @@ def _held_symbols(routes: Mapping[tuple[str, str], Route],
     out = []
     for sub in subscriptions:
         route = routes.get((sub.stream, sub.topic_id))
-        if route is not None and route.dedup_field is not None and sub.symbols:
+        if route is not None and (route.dedup_field is not None or route.book) and sub.symbols:
             out.append((route, list(sub.symbols)))
     return out
 
 
 def hold(routes: Mapping[tuple[str, str], Route],
          subscriptions: Sequence[SubscriptionConfig]) -> None:
-    """Buffer the de-duplicated records of ``subscriptions`` until ``release``."""
+    """Buffer the de-duplicated and book records of ``subscriptions`` until
+    ``release``. Books too: while a previous owner still writes a book (the
+    hand-over overlap), ours must not interleave with its chain; released after
+    it stopped, our chain (starting with our snapshot) follows its last record."""
     for route, symbols in _held_symbols(routes, subscriptions):
         route.held.hold(symbols)
 

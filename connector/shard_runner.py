@@ -138,18 +138,22 @@ class ShardRunner:
         with self._lock:
             self._owned -= revoked
             moving = revoked & {s for s, r in self._running.items() if r.leaving_at is None}
-            if moving and linger and self._overlap > 0:
+            # Private shards are not held nor seeded by symbol: an overlap would write
+            # their events twice, so they are let go of at once.
+            now = {s for s in moving if not linger or self._overlap <= 0 or any(
+                sub.stream in shards.PRIVATE_STREAMS for sub in self._running[s].subscriptions)}
+            lingering = moving - now
+            if lingering:
                 deadline = time.monotonic() + self._overlap
-                for shard in moving:
+                for shard in lingering:
                     self._running[shard].leaving_at = deadline
                 timer = threading.Timer(self._overlap, self._finish_leaving)
                 timer.daemon = True
                 timer.start()
                 log.info("handing over shards %s: streaming on for %.1f s so the next owner "
-                         "subscribes first", sorted(moving), self._overlap)
-                return
-            self._release_held(moving)
-            stopped = self._stop_shards(moving)
+                         "subscribes first", sorted(lingering), self._overlap)
+            self._release_held(now)
+            stopped = self._stop_shards(now)
         if stopped:
             left = self._flush(FLUSH_ON_REVOKE_SECONDS)
             log.info("handed over shards %s (%d records still unacknowledged)",

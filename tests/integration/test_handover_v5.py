@@ -30,6 +30,7 @@ from tests.integration.test_scaleout import Replica, start_replica, wait_for
 
 pytestmark = pytest.mark.integration
 SYMBOLS = [f"H{i:02d}USDT" for i in range(30)]
+BOOKS = SYMBOLS[:8]
 SHARDS = 6
 WINDOW_MS = 15_000  # a hand-over's window: trades lost outside it fail the test
 
@@ -103,6 +104,7 @@ metrics: {{host: 127.0.0.1, port: {port}}}
 coordination: {{group: {group}, shards: {SHARDS}}}
 subscriptions:
   - {{stream: v5, topic: publicTrade, symbols: [{", ".join(SYMBOLS)}]}}
+  - {{stream: v5, topic: orderbook, depth: 50, symbols: [{", ".join(BOOKS)}]}}
 """)
         return path
 
@@ -144,8 +146,31 @@ subscriptions:
             except subprocess.TimeoutExpired:
                 r.proc.kill()
 
-    topic = f"{prefix}.v5.publicTrade"
+    from connector.config import load
+
+    cfg = load(config(0))
+    book_topic = next(cfg.kafka_topic(sub) for sub in cfg.subscriptions
+                      if sub.topic == "orderbook")
+    topic = cfg.kafka_topic(cfg.subscriptions[0])
     decoder = AvroDecoder()
+    # Books: rebuildable at every record (README recipe): a delta always follows
+    # its predecessor's update id on a known book; two writers never interleave.
+    chains: dict[str, int | None] = {}
+    book_records = 0
+    for m in read_all(bootstrap, [book_topic], timeout=60)[book_topic]:
+        rec = decoder.decode("v5_orderbook", m)
+        book_records += 1
+        sym, u = rec["symbol"], rec["update_id"]
+        if rec["is_snapshot"]:
+            chains[sym] = u
+        elif rec["resync_reason"]:
+            chains[sym] = None  # a marker: unknown until the next snapshot
+        else:
+            last = chains.get(sym)
+            assert last is not None and u == last + 1, (sym, last, u, "a splice")
+            chains[sym] = u
+    assert set(chains) == set(BOOKS) and book_records > 100, (chains, book_records)
+    print(f"\n{book_records} book records, every delta continuing its book's chain")
     written = Counter(decoder.decode("v5_public_trade", m)["trade_id"]
                       for m in read_all(bootstrap, [topic], timeout=60)[topic])
     twice = {t: n for t, n in written.items() if n > 1}
