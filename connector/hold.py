@@ -24,13 +24,18 @@ Write = Callable[[], object]
 
 
 class Holds:
-    """Symbols of one route whose records wait for the seed (see module doc)."""
+    """Symbols of one route whose records wait for the seed (see module doc).
 
-    __slots__ = ("_held", "_lock")
+    One buffer per route, in arrival order across its symbols, so a release of
+    several symbols writes them in the order they came (one partition keeps
+    the order Bybit sent)."""
+
+    __slots__ = ("_held", "_lock", "_pending")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._held: dict[str, list[Write]] = {}
+        self._held: set[str] = set()
+        self._pending: list[tuple[str, Write]] = []
 
     def __bool__(self) -> bool:  # the per-record fast path: nothing held, nothing to check
         return bool(self._held)
@@ -38,33 +43,36 @@ class Holds:
     def hold(self, symbols: Iterable[str]) -> None:
         """Buffer ``symbols``' records from now until ``release``."""
         with self._lock:
-            for symbol in symbols:
-                self._held.setdefault(symbol, [])
+            self._held.update(symbols)
 
     def defer(self, symbol: str, write: Write) -> bool:
         """Buffer ``write`` if ``symbol`` is held (True); False: write it now."""
         if symbol not in self._held:
             return False
         with self._lock:
-            pending = self._held.get(symbol)
-            if pending is None:  # released meanwhile: its buffer is written already
+            if symbol not in self._held:  # released meanwhile: its buffer is written already
                 return False
-            pending.append(write)
+            self._pending.append((symbol, write))
             return True
 
     def release(self, symbols: Iterable[str]) -> int:
         """Write ``symbols``' buffered records in arrival order, then stop holding
         them. Returns the records released."""
-        released = 0
+        wanted = set(symbols)
         with self._lock:
-            for symbol in symbols:
-                for write in self._held.get(symbol, ()):
+            keep: list[tuple[str, Write]] = []
+            released = 0
+            for symbol, write in self._pending:
+                if symbol in wanted:
                     write()
                     released += 1
-                self._held.pop(symbol, None)
+                else:
+                    keep.append((symbol, write))
+            self._pending = keep
+            self._held -= wanted
         return released
 
     def held(self) -> int:
         """Buffered writes, all symbols."""
         with self._lock:
-            return sum(len(v) for v in self._held.values())
+            return len(self._pending)

@@ -68,3 +68,16 @@ def test_records_arriving_during_the_release_keep_their_order() -> None:
     handover.release(routes, subs)
     t.join(10)
     assert ids(sink) == list(range(n))  # nothing lost, nothing twice, in order
+
+
+def test_a_release_keeps_the_arrival_order_across_symbols() -> None:
+    """One partition keeps the order Bybit sent: held symbols of a route are
+    released in the order their frames came, not symbol by symbol."""
+    pipe, sink, routes, _ = setup()
+    subs = [SubscriptionConfig(stream="v5", topic="publicTrade", symbols=["BTCUSDT", "ETHUSDT"])]
+    handover.hold(routes, subs)
+    for i, symbol in enumerate(["ETHUSDT", "BTCUSDT", "ETHUSDT", "BTCUSDT"]):
+        pipe.handle(decode(trades(symbol, i), "v5", Stamp(i, i)))
+    handover.release(routes, subs)
+    assert [(r["symbol"], int(r["trade_id"])) for r in sink.records()] == [
+        ("ETHUSDT", 0), ("BTCUSDT", 1), ("ETHUSDT", 2), ("BTCUSDT", 3)]
