@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 FLUSH_ON_REVOKE_SECONDS = 3.0  # bounded: the listener holds up the group's heartbeat
 STOP_SECONDS = 3.0
+SEED_ON_STOP_SECONDS = 12.0  # a seed's own bound (10 s) and a little
 GAP_WARN_SECONDS = 1.0  # a hand-over gap this long is logged as a warning
 
 
@@ -110,6 +111,7 @@ class ShardRunner:
         self._owned: set[int] = set()
         self._running: dict[int, _Running] = {}
         self._seeders: list[threading.Thread] = []
+        self._stopping = threading.Event()  # stop_all: seed now, do not wait out seed_after
         self._topics = sorted({(k[0], k[1]) for k in all_keys})
         metrics.last_message_age.unregister(all_keys)  # registered again as shards come
         self._refresh_metrics()
@@ -221,7 +223,7 @@ class ShardRunner:
 
     def _seed(self, new: list[int], subs: list[Any]) -> None:
         if self._seed_after > 0:  # the previous owner streams on, then flushes
-            time.sleep(self._seed_after)
+            self._stopping.wait(self._seed_after)
         last_written: Mapping[str, int] | None = None
         try:
             last_written = self._on_assigned(subs)
@@ -243,6 +245,10 @@ class ShardRunner:
     def stop_all(self) -> None:
         """Stop every shard and flush (after the group has been left: shards
         handed over stream on until their overlap ends)."""
+        self._stopping.set()
+        # Shards being seeded: let them finish, so what they hold is written through
+        # the seed (written unseeded below only if a seed outlasts this).
+        self.settle(SEED_ON_STOP_SECONDS)
         with self._lock:
             self._owned.clear()
             ends = [r.leaving_at for r in self._running.values() if r.leaving_at is not None]
