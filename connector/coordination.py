@@ -56,7 +56,7 @@ from connector import handover, metrics, shards
 from connector.config import Config, CoordinationConfig, KafkaConfig
 from connector.errors import ConfigError, ConnectorError
 from connector.kafka_client import new_topic, producer_settings, refused_topic_settings
-from connector.shard_runner import ShardConnection, ShardRunner
+from connector.shard_runner import STOP_SECONDS, ShardConnection, ShardRunner
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,9 @@ POLL_SECONDS = 0.2
 # A shard handed over streams on this long on its old owner, so the new owner is
 # subscribed before it lets go (a rebalance and a subscribe take ~1.2 s here).
 HANDOVER_OVERLAP_SECONDS = 3.0
-# The new owner reads the Kafka tail after the old owner's overlap and flush.
-SEED_AFTER_SECONDS = HANDOVER_OVERLAP_SECONDS + 1.0
+# The new owner reads the Kafka tail after the old owner's overlap, its connections'
+# stop (bounded by shard_runner.STOP_SECONDS) and flush.
+SEED_AFTER_SECONDS = HANDOVER_OVERLAP_SECONDS + STOP_SECONDS + 1.0
 SEED_DEPTH = 500  # trade ids read back per symbol: the overlap and a replay
 
 
