@@ -14,20 +14,23 @@ are revoked; every other shard keeps streaming, untouched. A moving shard is
 revoked from its old owner in a first round and assigned to the new owner in
 a second, so in the steady state a shard is streamed by exactly one replica.
 
-Hand-over of one shard:
+Hand-over of one shard (make-before-break):
 
-* old owner, in ``on_partitions_revoked`` (before the group moves on): stops
-  the shard's connections (stop reading) and flushes Kafka, so everything it
-  wrote is in Kafka before the new owner looks;
-* new owner, on assignment: holds the shard's de-duplicated records, builds
-  and starts the shard's connections at once, then seeds the trade de-dup
-  from the topics' tail (``connector.handover``) while they subscribe, and
-  releases the held records through it (``connector.hold``): seeding never
-  delays subscribing.
+* old owner, in ``on_partitions_revoked`` (before the group moves on): keeps
+  streaming the shard for ``HANDOVER_OVERLAP_SECONDS`` so the new owner is
+  subscribed first, then stops its connections and flushes Kafka; on SIGTERM
+  it leaves the group first and does the same;
+* new owner, on assignment: holds the shard's trade and book records, builds
+  and starts the shard's connections at once, and ``SEED_AFTER_SECONDS``
+  later (the old owner stopped and flushed) seeds the trade de-dup from the
+  topics' tail (``connector.handover``) and releases what it held through it
+  (``connector.hold``): the overlap is dropped by id, its book chain starts
+  with its snapshot after the old owner's last record. Seeding never delays
+  subscribing.
 
-A replica killed without a goodbye is noticed after the session timeout; the
-records it had not delivered are lost (counted by the test suite, limited to
-that window). Bybit's trade replay on subscribe recovers the last 60 trades.
+A replica killed without a goodbye is noticed after the session timeout; what
+Bybit sent meanwhile is lost (v5 sends no history; v1 replays 60 trades) and
+the new owner reports the gap per shard (``bybit_connector_shard_gap_seconds_total``).
 
 Threads: one coordinator thread owns the ``KafkaConsumer`` (poll, group
 metadata, close). kafka-python calls the rebalance listener on the
