@@ -14,18 +14,23 @@ are revoked; every other shard keeps streaming, untouched. A moving shard is
 revoked from its old owner in a first round and assigned to the new owner in
 a second, so in the steady state a shard is streamed by exactly one replica.
 
-Hand-over of one shard:
+Hand-over of one shard (make-before-break):
 
-* old owner, in ``on_partitions_revoked`` (before the group moves on): stops
-  the shard's connections (stop reading) and flushes Kafka, so everything it
-  wrote is in Kafka before the new owner looks;
-* new owner, on assignment: ``on_shards_assigned(subscriptions)`` (default:
-  seed the trade de-dup from the topics' tail, ``connector.handover``), then
-  builds and starts the shard's connections.
+* old owner, in ``on_partitions_revoked`` (before the group moves on): keeps
+  streaming the shard for ``HANDOVER_OVERLAP_SECONDS`` so the new owner is
+  subscribed first, then stops its connections and flushes Kafka; on SIGTERM
+  it leaves the group first and does the same;
+* new owner, on assignment: holds the shard's trade and book records, builds
+  and starts the shard's connections at once, and ``SEED_AFTER_SECONDS``
+  later (the old owner stopped and flushed) seeds the trade de-dup from the
+  topics' tail (``connector.handover``) and releases what it held through it
+  (``connector.hold``): the overlap is dropped by id, its book chain starts
+  with its snapshot after the old owner's last record. Seeding never delays
+  subscribing.
 
-A replica killed without a goodbye is noticed after the session timeout; the
-records it had not delivered are lost (counted by the test suite, limited to
-that window). Bybit's trade replay on subscribe recovers the last 60 trades.
+A replica killed without a goodbye is noticed after the session timeout; what
+Bybit sent meanwhile is lost (v5 sends no history; v1 replays 60 trades) and
+the new owner reports the gap per shard (``bybit_connector_shard_gap_seconds_total``).
 
 Threads: one coordinator thread owns the ``KafkaConsumer`` (poll, group
 metadata, close). kafka-python calls the rebalance listener on the
@@ -47,18 +52,25 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import InvalidSessionTimeoutError, KafkaError, TopicAlreadyExistsError
 from kafka.structs import MemberState
 
 from connector import handover, metrics, shards
 from connector.config import Config, CoordinationConfig, KafkaConfig
 from connector.errors import ConfigError, ConnectorError
 from connector.kafka_client import new_topic, producer_settings, refused_topic_settings
-from connector.shard_runner import ShardConnection, ShardRunner
+from connector.shard_runner import STOP_SECONDS, ShardConnection, ShardRunner
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2
+# A shard handed over streams on this long on its old owner, so the new owner is
+# subscribed before it lets go (a rebalance and a subscribe take ~1.2 s here).
+HANDOVER_OVERLAP_SECONDS = 3.0
+# The new owner reads the Kafka tail after the old owner's overlap, its connections'
+# stop (bounded by shard_runner.STOP_SECONDS) and flush.
+SEED_AFTER_SECONDS = HANDOVER_OVERLAP_SECONDS + STOP_SECONDS + 1.0
+SEED_DEPTH = 500  # trade ids read back per symbol: the overlap and a replay
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -73,7 +85,7 @@ class _Listener(ConsumerRebalanceListener):
 
     def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
         # Our membership expired: the shards are someone else's already.
-        self._runner.revoke({tp.partition for tp in lost})
+        self._runner.revoke({tp.partition for tp in lost}, linger=False)
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._runner.assign({tp.partition for tp in assigned})
@@ -210,21 +222,36 @@ class Coordinator:
                         consumer.pause(*unpaused)
                     self.last_error = None
                 except KafkaError as exc:
-                    self.last_error = f"{type(exc).__name__}: {exc}"
-                    log.warning("coordination: %s", self.last_error)
+                    error = self._explain(exc)
+                    if error != self.last_error:
+                        log.log(logging.ERROR if isinstance(exc, InvalidSessionTimeoutError)
+                                else logging.WARNING, "coordination: %s", error)
+                    self.last_error = error
                     self._stop.wait(1.0)
                 self._observe(consumer)
         finally:
             self._wake.set()
             if starter.is_alive():
                 starter.join(30)
-            # Stop and flush before leaving, so the next owners find our records.
-            self.runner.stop_all()
+            # Make-before-break: leave the group first (our shards are revoked and
+            # stream on for HANDOVER_OVERLAP_SECONDS while the others subscribe), then
+            # stop and flush, so the next owners find our records when they seed.
             if consumer is not None:
                 try:
                     consumer.close()
                 except KafkaError as exc:
                     log.warning("coordination: leaving the group: %s", exc)
+            self.runner.stop_all()
+
+    def _explain(self, exc: KafkaError) -> str:
+        """The error for logs and /readyz; a session timeout the broker refuses names
+        the setting and the broker's bounds (the crash detection time is bounded by them)."""
+        if isinstance(exc, InvalidSessionTimeoutError):
+            return (f"the broker refuses coordination.session_timeout_seconds "
+                    f"{self.config.session_timeout_seconds:g}: it must lie within the "
+                    "broker's group.min.session.timeout.ms and group.max.session.timeout.ms "
+                    "(6 s and 30 min by default)")
+        return f"{type(exc).__name__}: {exc}"
 
     def _start_shards(self) -> None:
         """Seeding and connecting take seconds: done here, off the poll loop, so a
@@ -281,9 +308,15 @@ def start(config: Config, routes: Mapping[tuple[str, str], Any], sink: Any,
     def build_shard(shard: int, subs: list[Any]) -> Sequence[ShardConnection]:
         return build(dataclasses.replace(config, subscriptions=subs), f".s{shard}")
 
-    def on_shards_assigned(subs: list[Any]) -> None:
-        handover.seed_trade_dedup(config, routes, subs)
+    def on_shards_assigned(subs: list[Any]) -> dict[str, int]:
+        last_written: dict[str, int] = {}
+        handover.seed_trade_dedup(config, routes, subs, per_symbol=SEED_DEPTH, timeout=10.0,
+                                  last_written=last_written)
+        return last_written
 
     runner = ShardRunner(shards.plan(config.subscriptions, coord.shards), build_shard,
-                         sink.flush, on_shards_assigned, shards.keys_of(config.subscriptions))
+                         sink.flush, on_shards_assigned, shards.keys_of(config.subscriptions),
+                         hold=lambda subs: handover.hold(routes, subs),
+                         release=lambda subs: handover.release(routes, subs),
+                         overlap=HANDOVER_OVERLAP_SECONDS, seed_after=SEED_AFTER_SECONDS)
     return Coordinator(coord, config.kafka, runner).start()

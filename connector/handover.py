@@ -5,9 +5,11 @@ Bybit's v1 ``trade`` topic replays the last 60 trades on every subscribe. The
 replica that streamed a shard before wrote those trades; the new owner has
 never seen them. ``seed_trade_dedup`` reads the tail of each trade topic the
 new subscriptions write to, decodes the trade ids of their symbols and adds
-them to the pipeline's de-duplication memory (``Route.dedup``), before the
-connections start. It is the default ``on_shards_assigned`` hook of
-``connector.coordination``; a replica starting up can use it the same way.
+them to the pipeline's de-duplication memory (``Route.dedup``). It runs while
+the shard's connections subscribe: ``hold`` buffers their de-duplicated
+records before they start and ``release`` writes them through the seeded
+memory afterwards (``connector.hold``), so the seed costs no data. These are
+the hooks ``connector.coordination`` gives ``ShardRunner``.
 
 Bounded: per partition, ``per_symbol`` records (the replay is 60) times the
 configured symbols whose key lands in that partition are read back, within
@@ -43,10 +45,44 @@ log = logging.getLogger(__name__)
 REPLAY_DEPTH = 60  # records read back per symbol and partition: Bybit replays 60 trades
 
 
+def _held_symbols(routes: Mapping[tuple[str, str], Route],
+                   subscriptions: Sequence[SubscriptionConfig]) -> list[tuple[Route, list[str]]]:
+    out = []
+    for sub in subscriptions:
+        route = routes.get((sub.stream, sub.topic_id))
+        if route is not None and (route.dedup_field is not None or route.book) and sub.symbols:
+            out.append((route, list(sub.symbols)))
+    return out
+
+
+def hold(routes: Mapping[tuple[str, str], Route],
+         subscriptions: Sequence[SubscriptionConfig]) -> None:
+    """Buffer the de-duplicated and book records of ``subscriptions`` until
+    ``release``. Books too: while a previous owner still writes a book (the
+    hand-over overlap), ours must not interleave with its chain; released after
+    it stopped, our chain (starting with our snapshot) follows its last record."""
+    for route, symbols in _held_symbols(routes, subscriptions):
+        route.held.hold(symbols)
+
+
+def release(routes: Mapping[tuple[str, str], Route],
+            subscriptions: Sequence[SubscriptionConfig]) -> int:
+    """Write what ``hold`` buffered, through the (now seeded) de-duplication."""
+    released = sum(route.held.release(symbols)
+                   for route, symbols in _held_symbols(routes, subscriptions))
+    if released:
+        log.info("released %d frames received while seeding", released)
+    return released
+
+
 def seed_trade_dedup(config: Config, routes: Mapping[tuple[str, str], Route],
                      subscriptions: Sequence[SubscriptionConfig], per_symbol: int = REPLAY_DEPTH,
-                     timeout: float = 5.0) -> int:
-    """Seed ``routes``' trade de-dup for ``subscriptions`` from Kafka. Returns ids seeded."""
+                     timeout: float = 5.0, last_written: dict[str, int] | None = None) -> int:
+    """Seed ``routes``' trade de-dup for ``subscriptions`` from Kafka. Returns ids seeded.
+
+    ``last_written``, if given, receives per symbol the Kafka timestamp (ms) of
+    its newest record found: where the previous writer stopped, so the new
+    owner can report the gap (``ShardRunner``)."""
     wanted: dict[str, tuple[Route, set[str]]] = {}  # kafka topic -> (route, symbols)
     for sub in subscriptions:
         route = routes.get((sub.stream, sub.topic_id))
@@ -73,7 +109,8 @@ def seed_trade_dedup(config: Config, routes: Mapping[tuple[str, str], Route],
         for topic, (route, symbols) in wanted.items():
             seeded += _seed_topic(consumer, topic, route, symbols,
                                   symbols_per_topic.get(topic, []), per_symbol,
-                                  started + timeout, config.serialization.format)
+                                  started + timeout, config.serialization.format,
+                                  last_written if last_written is not None else {})
     except KafkaError as exc:
         log.warning("seeding trade de-duplication failed (%s); a replay may be written "
                     "twice", exc)
@@ -85,7 +122,8 @@ def seed_trade_dedup(config: Config, routes: Mapping[tuple[str, str], Route],
 
 
 def _seed_topic(consumer: KafkaConsumer, topic: str, route: Route, symbols: set[str],
-                all_symbols: list[str], per_symbol: int, deadline: float, fmt: str) -> int:
+                all_symbols: list[str], per_symbol: int, deadline: float, fmt: str,
+                last_written: dict[str, int]) -> int:
     ids = sorted(consumer.partitions_for_topic(topic) or ())
     if not ids:
         return 0
@@ -102,7 +140,8 @@ def _seed_topic(consumer: KafkaConsumer, topic: str, route: Route, symbols: set[
         tp = TopicPartition(topic, p)
         mine = {s for s in symbols if partition(s) == p}
         found = _read_back(consumer, tp, mine, per_symbol,
-                           per_symbol * max(1, per_partition[p]), deadline, decode, field)
+                           per_symbol * max(1, per_partition[p]), deadline, decode, field,
+                           last_written)
         for symbol, trade_ids in found.items():
             seen = route.dedup.get(symbol)
             if seen is None:
@@ -115,10 +154,12 @@ def _seed_topic(consumer: KafkaConsumer, topic: str, route: Route, symbols: set[
 
 def _read_back(consumer: KafkaConsumer, tp: TopicPartition, symbols: set[str],
                per_symbol: int, step: int, deadline: float,
-               decode: Callable[[bytes], dict[str, Any]], field: str) -> dict[str, list[str]]:
+               decode: Callable[[bytes], dict[str, Any]], field: str,
+               last_written: dict[str, int]) -> dict[str, list[str]]:
     """The last ``per_symbol`` ids of each of ``symbols`` in ``tp``: read backwards
     from the end in chunks (doubling) until each has them, or the partition's
-    beginning, or the deadline. Ids per symbol oldest first."""
+    beginning, or the deadline. Ids per symbol oldest first; ``last_written``
+    gets each symbol's newest record timestamp (ms)."""
     consumer.assign([tp])
     hi = consumer.end_offsets([tp])[tp]
     begin = consumer.beginning_offsets([tp])[tp]
@@ -142,6 +183,8 @@ def _read_back(consumer: KafkaConsumer, tp: TopicPartition, symbols: set[str],
                     symbol = keys.get(m.key or b"")
                     if symbol is None:
                         continue
+                    if m.timestamp > last_written.get(symbol, -1):
+                        last_written[symbol] = m.timestamp
                     try:
                         chunk.setdefault(symbol, []).append(str(decode(m.value)[field]))
                     except (ValueError, KeyError, TypeError, EOFError, IndexError):

@@ -241,6 +241,13 @@ rebalances_total = Counter(
     f"{PREFIX}_rebalances_total",
     "Consumer-group generations this replica joined (each rebalance it took part in).",
 )
+shard_gap_seconds_total = Counter(
+    f"{PREFIX}_shard_gap_seconds_total",
+    "Seconds a shard taken over went unwritten: from the previous owner's last record "
+    "in Kafka to this replica's first data. v5 sends no history on subscribe, so trades "
+    "in that window are lost (without a standby, a crash costs the session timeout).",
+    ["shard"],
+)
 shard_handover_seconds = Histogram(
     f"{PREFIX}_shard_handover_seconds",
     "From a shard's assignment to this replica to its first data (private: authenticated).",

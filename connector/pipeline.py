@@ -48,6 +48,7 @@ from connector.config import Config, SubscriptionConfig
 from connector.dedup import RecentIds
 from connector.errors import ConnectorError, SerializationError
 from connector.fastmetrics import HistogramChild
+from connector.hold import Holds
 from connector.serde import Serializer
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ class Route:
     received_header: bool = True  # add bybit.received_ms (``kafka.headers: full``)
     dedup_field: str | None = None
     dedup: dict[str, RecentIds] = field(default_factory=dict)
+    held: Holds = field(default_factory=Holds)  # symbols waiting for their seed (hold.py)
     book: bool = False  # a v5 book: continuity-checked
     lags: dict[int, HistogramChild] = field(default_factory=dict)  # thread id -> child
 
@@ -403,6 +405,17 @@ class Pipeline:
         when every record was handed to Kafka, else why one was not
         (``dead_letter``, ``dropped``).
         """
+        if route.held and recs and route.held.defer(
+                str(recs[0].get("symbol", "")),
+                lambda: self._send_now(route, recs, key, headers, mono_ns, wall_ms, raw,
+                                       event_ms, ref)):
+            return None  # written on release, once the seed knows the overlap
+        return self._send_now(route, recs, key, headers, mono_ns, wall_ms, raw, event_ms, ref)
+
+    def _send_now(self, route: Route, recs: list[dict[str, Any]], key: bytes | None,
+                  headers: list[tuple[str, bytes]], mono_ns: int, wall_ms: int,
+                  raw: str | bytes, event_ms: int | None = None,
+                  ref: BookRef | None = None) -> str | None:
         lag = route.lag().observe
         serialize, send, topic = route.serializer, self._sink.send, route.kafka_topic
         dedup = route.dedup_field is not None

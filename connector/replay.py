@@ -8,7 +8,7 @@ book continuity checks and sink. Only the sink differs:
 ``replay_presence.PresenceFilter`` sits in front of it and writes nothing the
 typed topic already holds (ids per record kind; books per segment, framed by
 markers when spliced into a book the topic holds: see that module). What is
-present is read from the tail of each typed topic with ``seed.read_tail``
+present is read from the tail of each typed topic with ``tail.read_tail``
 (``tail`` records per partition) before anything is written, and grows as
 replay writes, so replaying twice writes nothing the second time.
 
@@ -41,8 +41,8 @@ from connector.replay_presence import (  # noqa: F401 (Summary, identity: replay
     identity,
     millis,
 )
-from connector.seed import decode_value, read_tail
 from connector.sink import producer_settings
+from connector.tail import decode_value, read_tail
 
 log = logging.getLogger(__name__)
 

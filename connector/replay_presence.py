@@ -29,7 +29,7 @@ import fastavro
 
 from connector import records
 from connector.pipeline import Route, Sink
-from connector.seed import decode_value
+from connector.tail import decode_value
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,9 @@ answers, one log line per attempt naming the bootstrap address, or one line
 in all naming the cause when a broker answers but refuses the TLS or SASL
 settings; liveness stays 200 and /readyz says why it is 503 meanwhile;
 SIGTERM ends the wait at once) → Kafka sink (+ schema registry ids) →
-de-duplication memory seeded from Kafka → pipeline → WebSocket connections.
+pipeline → WebSocket connections, then the de-duplication memory seeded from
+Kafka while they subscribe (their de-duplicated records held meanwhile,
+``connector.handover``: seeding never delays subscribing).
 No WebSocket opens before Kafka answers, so nothing is read that could not
 be kept. Stop (SIGTERM/SIGINT): connections first (stop reading), then flush
 Kafka within ``kafka.flush_timeout_seconds``, then close the listener.
@@ -24,7 +26,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
-from connector import coordination, metrics, records, runtime
+from connector import coordination, handover, metrics, records, runtime
 from connector.archive import Archive, archive_topics
 from connector.bybit import connection as bybit_connection
 from connector.bybit import protocol
@@ -34,7 +36,6 @@ from connector.errors import DeliveryError, KafkaAccessError
 from connector.health import HealthServer, Liveness
 from connector.pipeline import Pipeline, build_routes
 from connector.registry import SchemaRegistryClient, subject_for
-from connector.seed import seed_dedup
 from connector.serde import ConfluentSerializer, PlainAvroSerializer, Serializer, canonical_schema
 from connector.sink import KafkaSink, ensure_topics
 
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 KAFKA_RETRY_FIRST, KAFKA_RETRY_MAX = 1.0, 30.0  # seconds between start-up attempts
 KAFKA_PROBE_SECONDS = 1.5  # one attempt's bootstrap wait (bounds the SIGTERM delay)
+SEED_SECONDS = 30.0  # reading the de-dup tail at start; records are held meanwhile
 
 
 def serializer_factory(config: Config) -> Callable[[str, str], Serializer]:
@@ -207,7 +209,6 @@ class Connector:
             return self
         serializer_for = serializer_factory(self.config)
         routes = build_routes(self.config, serializer_for)
-        seed_dedup(self.config, routes)
         archive = (Archive(self.config, serializer_for, self.sink)
                    if archive_topics(self.config) else None)
         self.pipeline = Pipeline(routes, self.sink, archive=archive)
@@ -215,7 +216,7 @@ class Connector:
         self.sink.on_lost = self.pipeline.record_lost  # book records Kafka refused: resync
         # -- scale-out (connector/coordination.py): with `coordination` set, Kafka's
         # consumer group decides which shards this replica streams; the coordinator
-        # builds, starts and stops their connections.
+        # builds, starts, seeds and stops their connections.
         if self.config.coordination is not None:
             _tune_gc_once()  # start-up heap complete; shards stream once assigned
             self.coordinator = coordination.start(
@@ -229,8 +230,14 @@ class Connector:
         self.connections = build_connections(self.config, self.pipeline.handle,
                                              self.pipeline.expect_snapshot)
         _tune_gc_once()  # start-up heap complete; nothing streams yet
+        subs = self.config.subscriptions
+        handover.hold(routes, subs)
         for conn in self.connections:
             conn.start()
+        try:
+            handover.seed_trade_dedup(self.config, routes, subs, timeout=SEED_SECONDS)
+        finally:
+            handover.release(routes, subs)
         log.info("started: %d connections, %d routes", len(self.connections), len(routes))
         return self
 

@@ -358,6 +358,12 @@ def test_replicas_share_the_work_out_of_the_box(tmp_path: Path) -> None:
     assert deployment["spec"]["replicas"] == 3
     assert deployment["spec"]["strategy"] == {
         "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    # A rolling update uses the planned path, one hand-over at a time: the pod after
+    # a hand-over is stopped only once its overlap and seeding are over.
+    assert deployment["spec"]["minReadySeconds"] >= 12
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > yaml.safe_load((CHART / "values.yaml").read_text())["config"]["kafka"][
+        "flush_timeout_seconds"] + 3
     anti = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
     term = anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
     assert term["topologyKey"] == "kubernetes.io/hostname"

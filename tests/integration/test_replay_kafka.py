@@ -26,9 +26,9 @@ from connector.cli import main
 from connector.config import Config, loads
 from connector.dev.consume import Message, read_all
 from connector.dev.kafka_broker import KafkaBroker
+from connector.handover import seed_trade_dedup
 from connector.pipeline import Pipeline, build_routes
 from connector.replay import Selection, Summary, run_replay
-from connector.seed import seed_dedup
 from connector.service import serializer_factory
 from connector.sink import KafkaSink, ensure_topics
 
@@ -225,12 +225,14 @@ def test_dry_run_prints_and_writes_nothing(kafka_broker: KafkaBroker, prefix: st
     assert typed(kafka_broker, config)[config.kafka_topic(config.subscriptions[0])] == []
 
 
-def test_start_up_seeding_reads_the_tail(kafka_broker: KafkaBroker, prefix: str) -> None:
-    """``seed.read_tail`` is shared with replay; the seeding it serves still works."""
+def test_seeding_finds_what_a_live_run_wrote(kafka_broker: KafkaBroker, prefix: str) -> None:
+    """Seeding (``handover.seed_trade_dedup``) reads back the trade ids a live run
+    wrote, so a replay of them is never written a second time."""
     config = make_config(kafka_broker.bootstrap_servers, prefix)
     stream_live(config, frames(4))
     routes = build_routes(config, serializer_factory(config))
-    assert seed_dedup(config, routes) == 2 * 4 * TRADES_PER_FRAME
+    assert seed_trade_dedup(config, routes, config.subscriptions,
+                            per_symbol=1000) == 2 * 4 * TRADES_PER_FRAME
     assert len(routes[("v5", "publicTrade")].dedup["ETHUSDT"]) == 4 * TRADES_PER_FRAME
 
 

@@ -307,3 +307,28 @@ subscriptions:
     finally:
         connector.stop()
     assert REGISTRY.get_sample_value("bybit_connector_shards_owned") == 0
+
+
+def test_a_session_timeout_the_broker_refuses_is_named(kafka_broker: KafkaBroker) -> None:
+    """Crash detection is configurable only within the broker's session-timeout
+    bounds; below them the replica says so (logs, /readyz) instead of retrying
+    silently."""
+    from connector import coordination
+    from connector.config import CoordinationConfig, KafkaConfig
+    from connector.shard_runner import ShardRunner
+
+    coord = CoordinationConfig(group=f"short-{uuid.uuid4().hex[:6]}", shards=2,
+                               session_timeout_seconds=1.0, heartbeat_interval_seconds=0.3)
+    runner = ShardRunner({}, lambda _s, _subs: [], lambda _t: 0, lambda _subs: None, [])
+    coordinator = coordination.Coordinator(
+        coord, KafkaConfig(bootstrap_servers=[kafka_broker.bootstrap_servers]), runner).start()
+    try:
+        deadline = time.monotonic() + 30
+        while coordinator.last_error is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        body = coordinator.status()
+        assert not body["ready"], body
+        assert "coordination.session_timeout_seconds 1" in body.get("last_error", ""), body
+        assert "group.min.session.timeout.ms" in body["last_error"]
+    finally:
+        coordinator.stop()

@@ -4,6 +4,7 @@ metrics and readiness. The group protocol itself is tested against a real broker
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prometheus_client import REGISTRY
@@ -64,7 +65,13 @@ def make_runner() -> tuple[ShardRunner, list[str], dict[int, list[FakeConnection
         events.append("flush")
         return 0
 
-    runner = ShardRunner(plan, build, flush, seed, shards.keys_of(subs))
+    def hold(shard_subs: list[Any]) -> None:
+        events.append("hold")
+
+    def release(shard_subs: list[Any]) -> None:
+        events.append("release")
+
+    runner = ShardRunner(plan, build, flush, seed, shards.keys_of(subs), hold, release)
     return runner, events, built
 
 
@@ -72,16 +79,21 @@ def gauge(name: str, **labels: str) -> float | None:
     return REGISTRY.get_sample_value(name, labels)
 
 
-def test_assign_seeds_then_starts_and_revoke_stops_then_flushes() -> None:
+def test_assign_holds_starts_then_seeds_and_revoke_stops_then_flushes() -> None:
     runner, events, _built = make_runner()
     runner.assign({0, 1})
     runner.apply()
-    assert events[0].startswith("seed ") and events[1:] == ["start v1-0.s0", "start v1-0.s1"]
+    # Seeding never delays subscribing: the connections start first, their
+    # de-duplicated records held until the seed knows the overlap.
+    assert events[:3] == ["hold", "start v1-0.s0", "start v1-0.s1"]
+    assert runner.settle(5)
+    assert events[3].startswith("seed ") and events[4:] == ["release"]
     assert gauge("bybit_connector_shards_owned") == 2
     assert runner.status()["0"]["streaming"] and runner.status()["1"]["streaming"]
     events.clear()
     runner.revoke({0})
-    assert events == ["stop v1-0.s0", "flush"]  # flushed before the group moves on
+    # Held records written, stopped, flushed before the group moves on.
+    assert events == ["release", "stop v1-0.s0", "flush"]
     assert gauge("bybit_connector_shards_owned") == 1
     assert [c.name for c in runner.connections()] == ["v1-0.s1"]
 
@@ -120,3 +132,69 @@ def test_metrics_follow_the_owned_shards() -> None:
     assert not any(k[:2] == ("v1", "trade") and k[2] in SYMBOLS
                    for k in metrics.last_message_age._last)
     assert gauge("bybit_connector_shards_owned") == 0
+
+
+def test_the_gap_since_the_previous_writer_is_reported_per_shard() -> None:
+    """Without a standby, a crash loses what Bybit sent between the dead owner's
+    last record and the new owner's first data: counted per shard, in seconds."""
+    subs = [SubscriptionConfig(stream="v1", topic="trade", symbols=list(SYMBOLS))]
+    plan = shards.plan(subs, N)
+    now_ms = int(time.time() * 1000)
+    newest = {s: now_ms - 7000 for s in SYMBOLS}  # the previous owner wrote 7 s ago
+    newest[plan[1][0].symbols[0]] = now_ms - 4000  # its last record in shard 1: 4 s ago
+
+    runner = ShardRunner(plan, lambda shard, _subs: [FakeConnection(f"v1-0.s{shard}", [])],
+                         lambda _t: 0, lambda _subs: newest, shards.keys_of(subs))
+    before = {s: gauge("bybit_connector_shard_gap_seconds_total", shard=s) or 0.0
+              for s in ("0", "1")}
+    runner.assign({0, 1})
+    runner.apply()
+    assert runner.settle(5)
+    assert gauge("bybit_connector_shard_gap_seconds_total", shard="1") in (None, before["1"])
+    for shard in (0, 1):  # first data arrives
+        sym = plan[shard][0].symbols[0]
+        metrics.last_message_age.touch("v1", "trade", sym)
+    runner.observe_handovers()
+    gap0 = gauge("bybit_connector_shard_gap_seconds_total", shard="0") - before["0"]
+    gap1 = gauge("bybit_connector_shard_gap_seconds_total", shard="1") - before["1"]
+    assert 7.0 <= gap0 < 9.0 and 4.0 <= gap1 < 6.0, (gap0, gap1)
+    runner.observe_handovers()  # reported once
+    assert gauge("bybit_connector_shard_gap_seconds_total", shard="0") - before["0"] == gap0
+    runner.stop_all()
+
+
+def test_a_revoked_shard_streams_on_until_the_overlap_ends() -> None:
+    """Make-before-break: the old owner lets go only after the overlap, so the
+    next owner (assigned meanwhile) is subscribed before the last record here;
+    a shard given back during the overlap is never stopped."""
+    subs = [SubscriptionConfig(stream="v1", topic="trade", symbols=list(SYMBOLS))]
+    events: list[str] = []
+    built: dict[int, list[FakeConnection]] = {}
+
+    def build(shard: int, _subs: list[Any]) -> list[FakeConnection]:
+        built.setdefault(shard, []).append(FakeConnection(f"v1-0.s{shard}", events))
+        return built[shard][-1:]
+
+    overlap = 0.5
+    runner = ShardRunner(shards.plan(subs, N), build, lambda _t: events.append("flush") or 0,
+                         lambda _subs: None, shards.keys_of(subs), overlap=overlap)
+    runner.assign({0, 1, 2})
+    runner.apply()
+    revoked_at = time.monotonic()
+    runner.revoke({0, 1})  # returns at once: the group moves on
+    assert time.monotonic() - revoked_at < overlap / 2
+    assert not built[0][0].stopped and not built[1][0].stopped
+    runner.assign({1})  # given back during the overlap
+    runner.apply()
+    assert len(built[1]) == 1  # kept, not restarted
+    deadline = time.monotonic() + 10 * overlap
+    while not built[0][0].stopped and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert built[0][0].stopped and time.monotonic() - revoked_at >= overlap
+    assert events[-2:] == ["stop v1-0.s0", "flush"]
+    assert not built[1][0].stopped and not built[2][0].stopped
+    runner.revoke({2})
+    stopping = time.monotonic()
+    runner.stop_all()  # waits for shard 2's overlap, then stops everything
+    assert time.monotonic() - stopping >= overlap * 0.9
+    assert built[1][0].stopped and built[2][0].stopped
