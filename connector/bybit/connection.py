@@ -42,14 +42,15 @@ from typing import Any
 
 import websocket
 
-from connector import metrics
-from connector.bybit import frames, wire
+from connector.bybit import wire
 from connector.bybit.backoff import backoff, is_retryable
 from connector.bybit.budget import SHARED, ConnectBudget
 from connector.bybit.events import AuthResult, Event, Pong, ServerPing, Stamp, Undecodable
-from connector.bybit.family import DataInfo, Family, Pair, family_for
-from connector.bybit.protocol import Request, Subscription
+from connector.bybit.legacy import frames
+from connector.bybit.legacy.family import DataInfo, Family, Pair, family_for
+from connector.bybit.legacy.protocol import Request, Subscription
 from connector.bybit.subscriptions import Subscriptions
+from connector.ops import metrics
 
 log = logging.getLogger(__name__)
 

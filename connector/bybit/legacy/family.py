@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from connector.bybit import frames, protocol
 from connector.bybit.events import (
     Ack,
     Event,
@@ -25,7 +24,8 @@ from connector.bybit.events import (
     Stream,
     SubError,
 )
-from connector.bybit.protocol import Request, Subscription
+from connector.bybit.legacy import frames, protocol
+from connector.bybit.legacy.protocol import Request, Subscription
 
 Pair = tuple[str, str]  # (topic_id, symbol); symbol "" on private streams
 

@@ -127,11 +127,11 @@ def create_producer(client: str, config: Any, **options: Any) -> Producer:
     ``ConfigError`` if confluent-kafka is chosen but not installed.
     """
     if client == "kafka-python":
-        from connector.producers.kafka_python import KafkaPythonProducer
+        from connector.sink.producers.kafka_python import KafkaPythonProducer
 
         return KafkaPythonProducer(config, **options)
     if client == "confluent-kafka":
-        from connector.producers.confluent import ConfluentProducer
+        from connector.sink.producers.confluent import ConfluentProducer
 
         return ConfluentProducer(config, **options)
     raise ValueError(f"unknown Kafka client {client!r}; expected one of {', '.join(CLIENTS)}")
@@ -140,10 +140,10 @@ def create_producer(client: str, config: Any, **options: Any) -> Producer:
 def allowed_settings(client: str) -> frozenset[str]:
     """The names ``kafka.producer`` may use for ``client`` (its library's own names)."""
     if client == "confluent-kafka":
-        from connector.producers.settings import LIBRDKAFKA_KEYS
+        from connector.sink.producers.settings import LIBRDKAFKA_KEYS
 
         return LIBRDKAFKA_KEYS
-    from connector.config import PRODUCER_KEYS
+    from connector.config.model import PRODUCER_KEYS
 
     return PRODUCER_KEYS
 

@@ -3,7 +3,7 @@
 The dataclasses below are the single specification of the config file. Each
 field carries its documentation (``doc``), an optional ``example`` and a
 ``secret`` flag in its metadata; the JSON Schema (``config.schema.json``) and
-the README table are generated from them (see ``connector.config_schema``).
+the README table are generated from them (see ``connector.config.schema``).
 
 Every error names the YAML path at fault, e.g.
 ``subscriptions[3].interval: '2m' is not one of 1m, 3m, ...``.
@@ -28,8 +28,8 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
-from connector import topics
-from connector.config_limits import (
+from connector.bybit import topics
+from connector.config.limits import (
     MAX_CONFIG_BYTES,
     MAX_SECONDS,
     MAX_SECRET_FILE_BYTES,
@@ -731,7 +731,7 @@ def _check_kafka(kafka: KafkaConfig) -> None:
         if not 1 <= int(port) <= 65535:
             raise ConfigError(f"kafka.bootstrap_servers[{i}]",
                               f"{server!r} has port {int(port)}, not between 1 and 65535")
-    from connector.producers import allowed_settings, unknown_settings
+    from connector.sink.producers import allowed_settings, unknown_settings
 
     if kafka.client == "confluent-kafka" and importlib.util.find_spec("confluent_kafka") is None:
         raise ConfigError("kafka.client", "confluent-kafka is not installed",
