@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from connector.bybit.legacy.family import AckInfo, Family, Pair
+from connector.bybit.family import AckInfo, Family, Pair
 from connector.bybit.legacy.protocol import Request, Subscription
 from connector.ops import metrics
 

@@ -14,7 +14,8 @@ import typing
 from typing import Any, Literal, get_args, get_origin
 
 from connector.bybit import topics
-from connector.config.model import PRODUCER_KEYS, Config, Secret, yaml_key
+from connector.config.kafka_keys import PRODUCER_KEYS
+from connector.config.model import Config, Secret, yaml_key
 
 # Numbers and booleans may also come from the environment: `port: ${METRICS_PORT:-9102}`.
 _ENV_REF = {"type": "string", "pattern": "^\\$\\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\\}$"}

@@ -250,7 +250,7 @@ def test_json_schema_is_in_sync_and_accepts_the_examples() -> None:
 def test_producer_keys_are_kafka_python_settings() -> None:
     from kafka import KafkaProducer
 
-    from connector.config.model import PRODUCER_KEYS
+    from connector.config.kafka_keys import PRODUCER_KEYS
 
     assert set(KafkaProducer.DEFAULT_CONFIG) >= PRODUCER_KEYS
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from connector.bybit.events import AuthResult, Pong, Stamp, Undecodable, V5Data
-from connector.bybit.legacy.family import AckInfo
+from connector.bybit.family import AckInfo
 from connector.bybit.v5.family import V5Family
 from connector.bybit.v5.frames import OpAck, decode
 

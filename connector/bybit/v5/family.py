@@ -1,4 +1,4 @@
-"""The Bybit v5 side of the connection seam (see ``connector.bybit.legacy.family``).
+"""The Bybit v5 side of the connection seam (see ``connector.bybit.family``).
 
 Every request carries a unique ``req_id`` (spot and private acks name no
 topic, so it is the only link between an ack and its request); public
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from connector.bybit.events import Event, Stamp, Stream, V5Data
-from connector.bybit.legacy.family import AckInfo, DataInfo, Pair
+from connector.bybit.family import AckInfo, DataInfo, Pair
 from connector.bybit.legacy.protocol import Request, Subscription
 from connector.bybit.v5 import frames, protocol
 

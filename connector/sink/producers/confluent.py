@@ -24,6 +24,7 @@ import threading
 import time
 from typing import Any
 
+from connector.config.kafka_keys import LIBRDKAFKA_KEYS
 from connector.errors import ConfigError, DeliveryError
 from connector.sink.producers import (
     QUEUE_HEADROOM,
@@ -35,7 +36,7 @@ from connector.sink.producers import (
     QueueFull,
     reason_of,
 )
-from connector.sink.producers.settings import LIBRDKAFKA_KEYS, librdkafka_settings
+from connector.sink.producers.settings import librdkafka_settings
 
 confluent_kafka: Any
 try:
