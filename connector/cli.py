@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from connector import __version__
-from connector.config import Config, load
+from connector.config.model import Config, load
 from connector.errors import ConfigError, ConnectorError
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
@@ -190,7 +190,7 @@ def _time_ms(text: str | None) -> int | None:
 
 
 def _replay(config: Config, args: argparse.Namespace) -> int:
-    from connector.replay import Selection, run_replay
+    from connector.archive.replay import Selection, run_replay
 
     try:
         selection = Selection(args.source, args.start_offset, args.end_offset,
@@ -244,7 +244,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
         return exchange_main(rest, prog="bybit-kafka-connector exchange")
     if args.command == "schema":
-        from connector.config_schema import render
+        from connector.config.schema import render
 
         print(render(), end="")
         return EXIT_OK

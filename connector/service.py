@@ -8,7 +8,7 @@ settings; liveness stays 200 and /readyz says why it is 503 meanwhile;
 SIGTERM ends the wait at once) → Kafka sink (+ schema registry ids) →
 pipeline → WebSocket connections, then the de-duplication memory seeded from
 Kafka while they subscribe (their de-duplicated records held meanwhile,
-``connector.handover``: seeding never delays subscribing).
+``connector.scaleout.handover``: seeding never delays subscribing).
 No WebSocket opens before Kafka answers, so nothing is read that could not
 be kept. Stop (SIGTERM/SIGINT): connections first (stop reading), then flush
 Kafka within ``kafka.flush_timeout_seconds``, then close the listener.
@@ -26,18 +26,26 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
-from connector import coordination, handover, metrics, records, runtime
-from connector.archive import Archive, archive_topics
+from connector import records
+from connector.archive.writer import Archive, archive_topics
 from connector.bybit import connection as bybit_connection
-from connector.bybit import protocol
+from connector.bybit.legacy import protocol
 from connector.bybit.v5 import protocol as v5_protocol
-from connector.config import Config
+from connector.config.model import Config
 from connector.errors import DeliveryError, KafkaAccessError
-from connector.health import HealthServer, Liveness
-from connector.pipeline import Pipeline, build_routes
-from connector.registry import SchemaRegistryClient, subject_for
-from connector.serde import ConfluentSerializer, PlainAvroSerializer, Serializer, canonical_schema
-from connector.sink import KafkaSink, ensure_topics
+from connector.ops import metrics, runtime
+from connector.ops.health import HealthServer, Liveness
+from connector.pipeline.core import Pipeline, build_routes
+from connector.scaleout import coordinator as coordination
+from connector.scaleout import handover
+from connector.serde.registry import SchemaRegistryClient, subject_for
+from connector.serde.serializers import (
+    ConfluentSerializer,
+    PlainAvroSerializer,
+    Serializer,
+    canonical_schema,
+)
+from connector.sink.kafka_sink import KafkaSink, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +222,7 @@ class Connector:
         self.pipeline = Pipeline(routes, self.sink, archive=archive)
         self.pipeline.resubscribe = self._resubscribe
         self.sink.on_lost = self.pipeline.record_lost  # book records Kafka refused: resync
-        # -- scale-out (connector/coordination.py): with `coordination` set, Kafka's
+        # -- scale-out (connector/scaleout/coordinator.py): with `coordination` set, Kafka's
         # consumer group decides which shards this replica streams; the coordinator
         # builds, starts, seeds and stops their connections.
         if self.config.coordination is not None:

@@ -1,6 +1,6 @@
 """What the raw frame archive costs: CPU per frame and bytes per frame after compression.
 
-Runs the archive's own code (``connector.archive.Archive.write``: record,
+Runs the archive's own code (``connector.archive.writer.Archive.write``: record,
 key, Avro encoding) on v5 spot frames shaped like Bybit's (compact JSON, an
 orderbook.50 delta with a few changed levels, a tickers push, a publicTrade
 push of 1-3 trades, random prices), with a sink that only counts, so the
@@ -28,10 +28,10 @@ from typing import Any
 
 import lz4.frame
 
-from connector.archive import Archive
+from connector.archive.writer import Archive
 from connector.bybit.events import Stamp
 from connector.bybit.v5 import frames as v5_frames
-from connector.config import loads
+from connector.config.model import loads
 from connector.service import serializer_factory
 
 SYMBOLS = [f"SYM{i}USDT" for i in range(18)] + ["BTCUSDT", "ETHUSDT"]

@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from connector.bybit.events import Stamp  # noqa: E402
-from connector.bybit.frames import decode  # noqa: E402
+from connector.bybit.legacy.frames import decode  # noqa: E402
 from connector.dev.consume import read_all  # noqa: E402
 from connector.dev.kafka_broker import KafkaBroker, free_port  # noqa: E402
 from connector.records import MAPPERS, load_schema  # noqa: E402
@@ -190,7 +190,7 @@ subscriptions: {subs}
     for line in err.splitlines():
         if "lost=" in line:
             lost = int(line.rsplit("lost=", 1)[1].split()[0])
-    from connector.config import loads
+    from connector.config.model import loads
 
     cfg = loads(config, env={})
     kinds = {cfg.kafka_topic(s): s.spec.kind for s in cfg.subscriptions}
@@ -284,7 +284,7 @@ def run_naive(sc: Scenario, exchange_url: str, bootstrap: str, seconds: float,
 
 
 def _kind(sub: dict[str, Any]) -> str:
-    from connector.topics import lookup
+    from connector.bybit.topics import lookup
 
     spec = lookup(sub["stream"], sub["topic"])
     assert spec is not None

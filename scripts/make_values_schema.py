@@ -1,7 +1,7 @@
 """Writes helm/bybit-kafka-connector/values.schema.json.
 
 ``config`` in the chart's values is the connector's whole config, so its
-schema is the connector's own (connector/config.schema.json, generated from
+schema is the connector's own (connector/config/config.schema.json, generated from
 the config dataclasses); a test keeps the two identical. Run after changing
 either: ``python scripts/make_values_schema.py``.
 """
@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from connector.config_schema import generate
+from connector.config.schema import generate
 
 OUT = Path(__file__).resolve().parents[1] / "helm/bybit-kafka-connector/values.schema.json"
 

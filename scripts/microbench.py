@@ -75,7 +75,7 @@ def row(label: str, before: float, after: float) -> None:
 
 
 def bench_serde(n: int, rounds: int) -> None:
-    from connector.serde import PlainAvroSerializer
+    from connector.serde.serializers import PlainAvroSerializer
 
     print("serde (CPU µs per record)")
     for kind, record in (("v1_trade", TRADE), ("v1_depth", _book())):
@@ -150,8 +150,8 @@ def _book() -> dict[str, Any]:
 def bench_metrics(n: int, rounds: int) -> None:
     from prometheus_client import CollectorRegistry, Counter, Histogram
 
-    from connector.fastmetrics import FastCounter, FastHistogram
-    from connector.metrics import LATENCY_BUCKETS
+    from connector.ops.fastmetrics import FastCounter, FastHistogram
+    from connector.ops.metrics import LATENCY_BUCKETS
 
     print("metrics (CPU µs per acknowledged record: 2 counters + 1 histogram)")
     registry = CollectorRegistry()
@@ -183,11 +183,11 @@ def bench_producers(n: int, rounds: int) -> None:
     import confluent_kafka
     from kafka import KafkaProducer
 
-    from connector.config import KafkaConfig
+    from connector.config.model import KafkaConfig
     from connector.dev.kafka_broker import KafkaBroker
-    from connector.producers import create_producer
-    from connector.producers.confluent import producer_settings as rd_settings
-    from connector.producers.kafka_python import producer_settings as kp_settings
+    from connector.sink.producers import create_producer
+    from connector.sink.producers.confluent import producer_settings as rd_settings
+    from connector.sink.producers.kafka_python import producer_settings as kp_settings
 
     print("producers (CPU µs per record, whole process, send until all acknowledged)")
     value = b"x" * 90
@@ -288,15 +288,15 @@ def bench_pipeline(n: int, rounds: int, clients: list[str], profile: str | None,
     """CPU µs per record of decode → pipeline → sink → producer → acknowledged."""
     import cProfile
 
-    from connector.archive import Archive, archive_topics
+    from connector.archive.writer import Archive, archive_topics
     from connector.bybit.events import Stamp
-    from connector.bybit.frames import decode
-    from connector.config import loads
+    from connector.bybit.legacy.frames import decode
+    from connector.config.model import loads
     from connector.dev.kafka_broker import KafkaBroker
-    from connector.pipeline import Pipeline, build_routes
-    from connector.runtime import tune_gc
+    from connector.ops.runtime import tune_gc
+    from connector.pipeline.core import Pipeline, build_routes
     from connector.service import serializer_factory
-    from connector.sink import KafkaSink
+    from connector.sink.kafka_sink import KafkaSink
 
     print("pipeline (CPU µs per record, whole process, frames until all acknowledged)")
     tune_gc()
@@ -346,7 +346,7 @@ subscriptions: [{{stream: v1, topic: trade, symbols: {[f"S{i:04d}USDT" for i in 
 
 
 def bench_gc(n: int, rounds: int) -> None:
-    from connector.runtime import restore_gc, tune_gc
+    from connector.ops.runtime import restore_gc, tune_gc
 
     print("gc (synthetic record loop over a large start-up heap)")
     startup = [{"k": [i, str(i)], "v": (i, i + 1)} for i in range(600_000)]

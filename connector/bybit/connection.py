@@ -42,16 +42,28 @@ from typing import Any
 
 import websocket
 
-from connector import metrics
-from connector.bybit import frames, wire
+from connector.bybit import wire
 from connector.bybit.backoff import backoff, is_retryable
 from connector.bybit.budget import SHARED, ConnectBudget
 from connector.bybit.events import AuthResult, Event, Pong, ServerPing, Stamp, Undecodable
-from connector.bybit.family import DataInfo, Family, Pair, family_for
-from connector.bybit.protocol import Request, Subscription
+from connector.bybit.family import DataInfo, Family, Pair
+from connector.bybit.legacy import frames
+from connector.bybit.legacy.family import LegacyFamily
+from connector.bybit.legacy.protocol import Request, Subscription
 from connector.bybit.subscriptions import Subscriptions
+from connector.bybit.v5.family import V5Family
+from connector.ops import metrics
 
 log = logging.getLogger(__name__)
+
+
+def family_for(stream: str, max_symbols_per_request: int = 20,
+               max_frame_bytes: int = frames.MAX_FRAME_BYTES) -> Family:
+    """The family of a configured stream."""
+    if stream in ("v5", "v5-private"):
+        return V5Family(stream)  # type: ignore[arg-type]
+    return LegacyFamily(stream, max_symbols_per_request,  # type: ignore[arg-type]
+                        max_frame_bytes)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Typed events a raw WebSocket frame decodes into.
 
 These small frozen values are the contract between the exchange side
-(``frames.py`` produces them, ``connection.py`` routes them) and the record
+(``legacy/frames.py`` produces them, ``connection.py`` routes them) and the record
 side (``records/`` maps ``MarketData``/``PrivateData`` to Avro-ready dicts).
 Nothing here does I/O.
 """

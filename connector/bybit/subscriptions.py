@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from connector import metrics
 from connector.bybit.family import AckInfo, Family, Pair
-from connector.bybit.protocol import Request, Subscription
+from connector.bybit.legacy.protocol import Request, Subscription
+from connector.ops import metrics
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import Any
 import websocket
 from websocket import ABNF
 
-from connector.bybit.frames import HEAD_BYTES, Oversize
+from connector.bybit.legacy.frames import HEAD_BYTES, Oversize
 
 CHUNK = 64 * 1024  # a multiple of 4, so a masked payload's chunks stay aligned to the mask
 _DATA = (ABNF.OPCODE_TEXT, ABNF.OPCODE_BINARY, ABNF.OPCODE_CONT)

@@ -30,7 +30,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from connector import records
 from connector.errors import DeliveryError, KafkaAccessError
-from connector.serde import FINGERPRINT_HEADER, PlainAvroSerializer
+from connector.serde.serializers import FINGERPRINT_HEADER, PlainAvroSerializer
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,10 +284,10 @@ def run_consume(topic: str, bootstrap_servers: list[str] | None, config_path: st
 def _consume(topic: str, bootstrap_servers: list[str] | None, config_path: str | None,
              from_beginning: bool, max_messages: int | None, idle_timeout: float | None,
              out: Any) -> int:
-    from connector.config import load
-    from connector.kafka_client import tcp_probe
-    from connector.kafka_probe import probe
-    from connector.sink import producer_settings
+    from connector.config.model import load
+    from connector.sink.admin import tcp_probe
+    from connector.sink.kafka_sink import producer_settings
+    from connector.sink.probe import probe
 
     settings: dict[str, Any] = {"bootstrap_servers": bootstrap_servers or ["localhost:9092"]}
     reader = RecordReader()

@@ -112,9 +112,9 @@ class SaslSslBroker(KafkaBroker):
     def _await_login(self, timeout: float = 30.0) -> None:
         """Until a SCRAM login over TLS succeeds (the credential reaches the
         listener a moment after the controller commits it)."""
-        from connector.config import KafkaConfig, KafkaSecurity, Secret
+        from connector.config.model import KafkaConfig, KafkaSecurity, Secret
         from connector.errors import DeliveryError
-        from connector.kafka_probe import probe
+        from connector.sink.probe import probe
 
         assert self.tls is not None
         config = KafkaConfig(bootstrap_servers=[self.sasl_bootstrap_servers],

@@ -18,9 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from connector import metrics
 from connector.bybit.events import MarketData, PrivateData, V5Data
-from connector.bybit.frames import market_topic_id
+from connector.bybit.legacy.frames import market_topic_id
+from connector.bybit.topics import LEGACY_STREAMS, TOPICS, V5_STREAMS
+from connector.ops import metrics
 from connector.records import v5
 from connector.records.mapping import (
     MappingError,
@@ -32,7 +33,6 @@ from connector.records.mapping import (
     to_bool,
     to_str,
 )
-from connector.topics import LEGACY_STREAMS, TOPICS, V5_STREAMS
 
 __all__ = ["MAPPERS", "PRIVATE_KINDS", "MappingError", "expected_paths", "load_schema",
            "record_key", "repeated_fields", "resync_marker"]

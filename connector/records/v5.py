@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from connector.bybit.events import V5Data
+from connector.bybit.topics import V5_ORDERBOOK_DEPTHS
 from connector.records.mapping import (
     MappingError,
     OnMissing,
@@ -47,7 +48,6 @@ from connector.records.mapping import (
     map_value,
     row_mapper,
 )
-from connector.topics import V5_ORDERBOOK_DEPTHS
 
 __all__ = ["BOOK_KINDS", "KEY_FIELDS", "V5Mapper", "compile_mapper", "to_marker"]
 

@@ -213,6 +213,6 @@ def test_broker_kill9_outage_beyond_the_old_deadline(
         mine = after & sent_trade_ids(exchange, conn.symbols)
         assert mine and mine <= conn.landed_ids, "a trade sent after the outage is missing"
         sink_lines = [line for line in conn.stderr.read_text(errors="replace").splitlines()
-                      if "connector.sink" in line]
+                      if "connector.sink.kafka_sink" in line]
         assert len(sink_lines) < 10 + down, "refused records are logged one by one"
     assert recovery < 60

@@ -126,7 +126,7 @@ def test_wheel_carries_every_module_schema_and_typing_marker(wheel: Path) -> Non
     assert modules and schemas
     assert sorted(modules - names) == []
     assert sorted(schemas - names) == []
-    assert {"connector/config.schema.json", "connector/py.typed"} <= names
+    assert {"connector/config/config.schema.json", "connector/py.typed"} <= names
     # Nothing outside the package: no top-level avro/ to collide with Apache Avro's.
     name, version = wheel.name.split("-")[:2]
     assert {n.split("/")[0] for n in names} == {"connector", f"{name}-{version}.dist-info"}

@@ -27,15 +27,15 @@ from kafka.admin import KafkaAdminClient, NewTopic
 
 from connector.bybit.events import Stamp
 from connector.bybit.v5.frames import decode
-from connector.config import loads
+from connector.config.model import loads
 from connector.dev.consume import AvroDecoder, read_all
 from connector.dev.kafka_broker import KafkaBroker
 from connector.exchange import ExchangeServer
-from connector.pipeline import Pipeline, build_routes
+from connector.pipeline.core import Pipeline, build_routes
 from connector.records import load_schema
-from connector.serde import PlainAvroSerializer
+from connector.serde.serializers import PlainAvroSerializer
 from connector.service import Connector
-from connector.sink import KafkaSink
+from connector.sink.kafka_sink import KafkaSink
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_end_to_end import kafka_client  # noqa: F401 (fixture: both clients)

@@ -13,8 +13,8 @@ from prometheus_client import REGISTRY
 
 from connector.bybit.connection import Connection, ConnectionSettings
 from connector.bybit.events import Event, MarketData, PrivateData, Undecodable
-from connector.bybit.frames import market_topic_id
-from connector.bybit.protocol import Subscription
+from connector.bybit.legacy.frames import market_topic_id
+from connector.bybit.legacy.protocol import Subscription
 from connector.exchange import ExchangeServer
 
 pytestmark = pytest.mark.integration

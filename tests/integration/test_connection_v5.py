@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from connector.bybit.connection import Connection, ConnectionSettings
 from connector.bybit.events import Event, V5Data
-from connector.bybit.protocol import Subscription
+from connector.bybit.legacy.protocol import Subscription
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ import pytest
 
 from connector.dev.schema_registry import fetch
 from connector.records import load_schema, schema_dir
-from connector.serde import PlainAvroSerializer
+from connector.serde.serializers import PlainAvroSerializer
 
 pytestmark = pytest.mark.integration
 

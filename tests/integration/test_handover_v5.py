@@ -162,7 +162,7 @@ subscriptions:
             except subprocess.TimeoutExpired:
                 r.proc.kill()
 
-    from connector.config import load
+    from connector.config.model import load
 
     cfg = load(config(0))
     book_topic = next(cfg.kafka_topic(sub) for sub in cfg.subscriptions

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from connector.config import KafkaConfig
+from connector.config.model import KafkaConfig
 from connector.dev.consume import read_all
 from connector.dev.kafka_broker import KafkaBroker, free_port
-from connector.sink import KafkaSink
+from connector.sink.kafka_sink import KafkaSink
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

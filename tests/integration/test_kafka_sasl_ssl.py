@@ -26,14 +26,14 @@ from typing import Any
 
 import pytest
 
-from connector.config import KafkaConfig, KafkaSecurity, Secret
+from connector.config.model import KafkaConfig, KafkaSecurity, Secret
 from connector.dev.kafka_broker import free_port
 from connector.dev.sasl_broker import SaslSslBroker
 from connector.dev.tls import make_ca
 from connector.errors import KafkaAccessError
 from connector.exchange import ExchangeServer
-from connector.kafka_probe import probe
-from connector.producers import CLIENTS
+from connector.sink.probe import probe
+from connector.sink.producers import CLIENTS
 
 pytestmark = pytest.mark.integration
 

@@ -18,10 +18,10 @@ import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.partitioner.default import DefaultPartitioner, murmur2
 
-from connector.config import KafkaConfig
+from connector.config.model import KafkaConfig
 from connector.dev.consume import read_all
 from connector.dev.kafka_broker import KafkaBroker
-from connector.producers import CLIENTS, ProduceError, Producer, QueueFull, create_producer
+from connector.sink.producers import CLIENTS, ProduceError, Producer, QueueFull, create_producer
 
 pytestmark = pytest.mark.integration
 

@@ -23,13 +23,13 @@ from prometheus_client import REGISTRY
 
 from connector.bybit.events import Stamp, V5Data
 from connector.bybit.v5.frames import decode
-from connector.config import KafkaConfig
+from connector.config.model import KafkaConfig
 from connector.dev.consume import AvroDecoder, read_all
 from connector.dev.kafka_broker import KafkaBroker
-from connector.pipeline import V5_DEDUP_FIELDS, Pipeline, Route
+from connector.pipeline.core import V5_DEDUP_FIELDS, Pipeline, Route
 from connector.records import MAPPERS, load_schema
-from connector.serde import PlainAvroSerializer
-from connector.sink import KafkaSink
+from connector.serde.serializers import PlainAvroSerializer
+from connector.sink.kafka_sink import KafkaSink
 
 pytestmark = pytest.mark.integration
 

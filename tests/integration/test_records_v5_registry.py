@@ -19,8 +19,8 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from connector.bybit.events import Stamp, V5Data
 from connector.dev.schema_registry import SchemaRegistry
 from connector.records import MAPPERS, load_schema, resync_marker
-from connector.registry import SchemaRegistryClient, subject_for
-from connector.serde import ConfluentSerializer, canonical_schema
+from connector.serde.registry import SchemaRegistryClient, subject_for
+from connector.serde.serializers import ConfluentSerializer, canonical_schema
 
 pytestmark = pytest.mark.integration
 

@@ -19,18 +19,18 @@ from typing import Any
 import pytest
 
 from connector import records
-from connector.archive import Archive, archive_topics
+from connector.archive.replay import Selection, Summary, run_replay
+from connector.archive.writer import Archive, archive_topics
 from connector.bybit.events import Stamp
 from connector.bybit.v5 import frames as v5_frames
 from connector.cli import main
-from connector.config import Config, loads
+from connector.config.model import Config, loads
 from connector.dev.consume import Message, read_all
 from connector.dev.kafka_broker import KafkaBroker
-from connector.handover import seed_trade_dedup
-from connector.pipeline import Pipeline, build_routes
-from connector.replay import Selection, Summary, run_replay
+from connector.pipeline.core import Pipeline, build_routes
+from connector.scaleout.handover import seed_trade_dedup
 from connector.service import serializer_factory
-from connector.sink import KafkaSink, ensure_topics
+from connector.sink.kafka_sink import KafkaSink, ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -245,16 +245,16 @@ def test_replicas_share_subscriptions_and_take_over(kafka_broker: KafkaBroker,
 
 def held_by_shards(owned: set[int]) -> set[str]:
     """The exchange keys of the subscriptions in ``owned`` shards."""
-    from connector.shards import shard_of
+    from connector.scaleout.shards import shard_of
 
     return {k for k in EXPECTED
             if shard_of("v1", k.split()[1], k.split()[2], SHARDS) in owned}
 
 
 def test_coordination_topic_is_created_and_checked(kafka_broker: KafkaBroker) -> None:
-    from connector.config import KafkaConfig
-    from connector.coordination import ensure_coordination_topic
+    from connector.config.model import KafkaConfig
     from connector.errors import ConfigError
+    from connector.scaleout.coordinator import ensure_coordination_topic
 
     kafka = KafkaConfig(bootstrap_servers=[kafka_broker.bootstrap_servers])
     topic = f"scale.coord.{uuid.uuid4().hex[:6]}"
@@ -274,7 +274,7 @@ def test_one_replica_owns_every_shard_and_reports_it(kafka_broker: KafkaBroker,
     """In-process: a lone replica streams everything; /readyz and metrics say so."""
     from prometheus_client import REGISTRY
 
-    from connector.config import loads
+    from connector.config.model import loads
     from connector.service import Connector
 
     config = loads(f"""
@@ -313,9 +313,9 @@ def test_a_session_timeout_the_broker_refuses_is_named(kafka_broker: KafkaBroker
     """Crash detection is configurable only within the broker's session-timeout
     bounds; below them the replica says so (logs, /readyz) instead of retrying
     silently."""
-    from connector import coordination
-    from connector.config import CoordinationConfig, KafkaConfig
-    from connector.shard_runner import ShardRunner
+    from connector.config.model import CoordinationConfig, KafkaConfig
+    from connector.scaleout import coordinator as coordination
+    from connector.scaleout.runner import ShardRunner
 
     coord = CoordinationConfig(group=f"short-{uuid.uuid4().hex[:6]}", shards=2,
                                session_timeout_seconds=1.0, heartbeat_interval_seconds=0.3)

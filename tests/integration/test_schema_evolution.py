@@ -21,12 +21,12 @@ import fastavro
 import pytest
 
 from connector.bybit.events import MarketData, PrivateData, Stamp
-from connector.bybit.frames import decode
+from connector.bybit.legacy.frames import decode
+from connector.bybit.topics import LEGACY_STREAMS, TOPICS
 from connector.dev.schema_registry import SchemaRegistry
 from connector.records import MAPPERS, load_schema
-from connector.registry import SchemaRegistryClient, subject_for
-from connector.serde import canonical_schema
-from connector.topics import LEGACY_STREAMS, TOPICS
+from connector.serde.registry import SchemaRegistryClient, subject_for
+from connector.serde.serializers import canonical_schema
 
 pytestmark = pytest.mark.integration
 

@@ -29,8 +29,8 @@ from connector.bybit.v5.frames import decode
 from connector.dev.schema_registry import SchemaRegistry
 from connector.errors import SchemaRegistryError
 from connector.records import MAPPERS, load_schema
-from connector.registry import SchemaRegistryClient, subject_for
-from connector.serde import canonical_schema
+from connector.serde.registry import SchemaRegistryClient, subject_for
+from connector.serde.serializers import canonical_schema
 
 pytestmark = pytest.mark.integration
 

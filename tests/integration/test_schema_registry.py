@@ -12,15 +12,15 @@ from confluent_kafka.schema_registry import SchemaRegistryClient as ConfluentReg
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from connector.config import loads
+from connector.config.model import loads
 from connector.dev.consume import read_all
 from connector.dev.kafka_broker import KafkaBroker
 from connector.dev.schema_registry import SchemaRegistry
 from connector.errors import SchemaRegistryError
 from connector.exchange import ExchangeServer
 from connector.records import load_schema
-from connector.registry import SchemaRegistryClient, subject_for
-from connector.serde import canonical_schema
+from connector.serde.registry import SchemaRegistryClient, subject_for
+from connector.serde.serializers import canonical_schema
 from connector.service import Connector
 
 pytestmark = pytest.mark.integration

@@ -8,10 +8,10 @@ import pytest
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from connector.config import loads
+from connector.config.model import loads
 from connector.dev.kafka_broker import KafkaBroker
 from connector.errors import ConfigError
-from connector.kafka_client import ensure_topics
+from connector.sink.admin import ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,7 @@
 """The Grafana dashboard shipped with the Helm chart.
 
 Static checks (structure, datasource variable, filters, metric names that
-``connector.metrics`` really exports), a PromQL parse of every expression with
+``connector.ops.metrics`` really exports), a PromQL parse of every expression with
 ``promtool``, and a live check: a real ``prometheus`` server scrapes a
 connector-metrics process and every dashboard expression is queried through the
 HTTP API.
@@ -28,7 +28,7 @@ import yaml
 from prometheus_client import REGISTRY
 from prometheus_client.metrics import MetricWrapperBase
 
-from connector import metrics
+from connector.ops import metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "helm" / "bybit-kafka-connector" / "files" / "dashboard.json"
@@ -304,7 +304,7 @@ def test_expressions_parse_with_promtool(tmp_path: Path) -> None:
 EXPORTER = textwrap.dedent("""
     import sys, threading, time
     from prometheus_client import start_http_server
-    from connector import metrics as m
+    from connector.ops import metrics as m
 
     m.init_reason_children(stream_topics=[("v5", "orderbook.50")])
     subs = [("v5", "orderbook.50", "BTCUSDT"), ("v5", "publicTrade", "BTCUSDT"),

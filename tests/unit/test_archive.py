@@ -17,14 +17,14 @@ import fastavro
 import pytest
 
 from connector import records
-from connector.archive import Archive, archive_topics
-from connector.bybit import frames
+from connector.archive.writer import Archive, archive_topics
 from connector.bybit.events import Stamp
+from connector.bybit.legacy import frames
 from connector.bybit.v5 import frames as v5_frames
-from connector.config import Config, loads
+from connector.config.model import Config, loads
 from connector.dev.consume import _plain
 from connector.errors import ConfigError, ConnectorError
-from connector.pipeline import DEAD_LETTER_FRAME_MAX, Pipeline, build_routes
+from connector.pipeline.core import DEAD_LETTER_FRAME_MAX, Pipeline, build_routes
 from connector.service import serializer_factory
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"

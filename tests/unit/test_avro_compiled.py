@@ -18,10 +18,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector.avro_compiled import compile_writer
 from connector.errors import SerializationError
 from connector.records import load_schema, schema_dir
-from connector.serde import ConfluentSerializer, PlainAvroSerializer, _AvroBody
+from connector.serde.compiled import compile_writer
+from connector.serde.serializers import ConfluentSerializer, PlainAvroSerializer, _AvroBody
 
 KINDS = sorted(p.stem for p in Path(schema_dir()).glob("*.avsc"))
 # Schemas with a shape the compiler declines on purpose (they keep fastavro).

@@ -22,14 +22,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from connector import metrics
-from connector.books import LOST_REASONS, book_in_raw, missing_side
+from connector.bybit.books import LOST_REASONS, book_in_raw, missing_side
 from connector.bybit.events import Stamp
 from connector.bybit.v5.frames import decode
-from connector.config import loads
-from connector.pipeline import Pipeline, build_routes
+from connector.config.model import loads
+from connector.ops import metrics
+from connector.pipeline.core import Pipeline, build_routes
 from connector.records import load_schema
-from connector.serde import PlainAvroSerializer
+from connector.serde.serializers import PlainAvroSerializer
 
 SYMBOL, TOPIC_ID = "XRPUSDT", "orderbook.50"
 KAFKA_TOPIC = "bybit.spot.v5.orderbook.50"

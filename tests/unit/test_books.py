@@ -1,8 +1,8 @@
-"""Book continuity (connector/books.py), without sockets."""
+"""Book continuity (connector/bybit/books.py), without sockets."""
 
 from __future__ import annotations
 
-from connector.books import BookTracker
+from connector.bybit.books import BookTracker
 
 B = ("orderbook.50", "BTCUSDT")
 

@@ -13,8 +13,8 @@ import jsonschema
 import pytest
 import yaml
 
-from connector import config_schema
-from connector.config import Secret, load, loads
+from connector.config import schema as config_schema
+from connector.config.model import Secret, load, loads
 from connector.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -198,7 +198,7 @@ def test_example_configs_load() -> None:
     demo = load(ROOT / "scripts" / "demo-config.yaml",
                 env={"BYBIT_API_KEY": "k", "BYBIT_API_SECRET": "s"})
     # the demo streams every topic kind, v5 and legacy side by side
-    from connector.topics import TOPICS
+    from connector.bybit.topics import TOPICS
     assert {s.spec.kind for s in demo.subscriptions} == {t.kind for t in TOPICS}
     assert {s.stream for s in demo.subscriptions} == {"v5", "v5-private", "v1", "v2", "private"}
 
@@ -238,9 +238,9 @@ def test_secrets_from_env_and_files_never_show(tmp_path: Path) -> None:
 
 
 def test_json_schema_is_in_sync_and_accepts_the_examples() -> None:
-    committed = (ROOT / "connector" / "config.schema.json").read_text()
+    committed = (ROOT / "connector" / "config" / "config.schema.json").read_text()
     assert committed == config_schema.render(), (
-        "regenerate: python -m connector.config_schema > connector/config.schema.json")
+        "regenerate: python -m connector.config.schema > connector/config/config.schema.json")
     schema = json.loads(committed)
     jsonschema.Draft202012Validator.check_schema(schema)
     for path in (ROOT / "config.yaml", ROOT / "scripts" / "demo-config.yaml"):
@@ -250,7 +250,7 @@ def test_json_schema_is_in_sync_and_accepts_the_examples() -> None:
 def test_producer_keys_are_kafka_python_settings() -> None:
     from kafka import KafkaProducer
 
-    from connector.config import PRODUCER_KEYS
+    from connector.config.kafka_keys import PRODUCER_KEYS
 
     assert set(KafkaProducer.DEFAULT_CONFIG) >= PRODUCER_KEYS
 

@@ -9,8 +9,8 @@ import threading
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from connector.fastmetrics import FastCounter, FastHistogram
-from connector.metrics import LATENCY_BUCKETS
+from connector.ops.fastmetrics import FastCounter, FastHistogram
+from connector.ops.metrics import LATENCY_BUCKETS
 
 CREATED = re.compile(r"^\S+_created\{.*$|^\S+_created .*$", re.M)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from connector.serde import FINGERPRINT_HEADER, PlainAvroSerializer
+from connector.serde.serializers import FINGERPRINT_HEADER, PlainAvroSerializer
 
 OLD = Path(__file__).resolve().parents[1] / "samples" / "avro-0.1.0"
 

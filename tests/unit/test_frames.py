@@ -21,7 +21,7 @@ from connector.bybit.events import (
     SubError,
     Undecodable,
 )
-from connector.bybit.frames import decode, decompress, market_topic_id
+from connector.bybit.legacy.frames import decode, decompress, market_topic_id
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 STAMP = Stamp(1_700_000_000_000, 42)

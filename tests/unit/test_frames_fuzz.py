@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connector.bybit.events import Stamp, Undecodable
-from connector.bybit.frames import decode
+from connector.bybit.legacy.frames import decode
 
 STAMP = Stamp(1, 1)
 SAMPLES = [json.loads(p.read_text())

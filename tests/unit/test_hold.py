@@ -1,6 +1,6 @@
 """A new shard's de-duplicated records wait for the seed, then pass through it:
 seeding runs beside subscribing, and the overlap with the previous owner is
-dropped by id, the rest written in arrival order (``connector.hold``)."""
+dropped by id, the rest written in arrival order (``connector.pipeline.hold``)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import json
 import threading
 from typing import Any
 
-from connector import handover
 from connector.bybit.events import Stamp
 from connector.bybit.v5.frames import decode
-from connector.config import SubscriptionConfig
-from connector.dedup import RecentIds
-from connector.pipeline import Pipeline
+from connector.config.model import SubscriptionConfig
+from connector.pipeline.core import Pipeline
+from connector.pipeline.dedup import RecentIds
+from connector.scaleout import handover
 from tests.unit.test_pipeline_v5 import RecordingSink, item_mapper, route
 
 

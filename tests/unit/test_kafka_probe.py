@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from connector.config import KafkaConfig, KafkaSecurity, Secret
+from connector.config.model import KafkaConfig, KafkaSecurity, Secret
 from connector.errors import DeliveryError, KafkaAccessError
-from connector.kafka_probe import probe, scram_final
+from connector.sink.probe import probe, scram_final
 
 
 def test_scram_sha_256_matches_rfc_7677() -> None:

@@ -11,13 +11,13 @@ from collections.abc import Sequence
 import pytest
 from prometheus_client import REGISTRY
 
-from connector import metrics
-from connector.bybit import frames
 from connector.bybit.events import Stamp, Undecodable
-from connector.config import loads
-from connector.pipeline import Pipeline, build_routes
+from connector.bybit.legacy import frames
+from connector.config.model import loads
+from connector.ops import metrics
+from connector.pipeline.core import Pipeline, build_routes
 from connector.records import load_schema
-from connector.serde import PlainAvroSerializer
+from connector.serde.serializers import PlainAvroSerializer
 
 STAMP = Stamp(1_700_000_000_000, 0)
 CONFIG = loads("""

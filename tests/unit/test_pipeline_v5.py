@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from connector import pipeline as pipeline_module
 from connector import records
 from connector.bybit.events import Stamp, V5Data
 from connector.bybit.v5.frames import decode
-from connector.pipeline import Pipeline, Route
+from connector.pipeline import core as pipeline_module
+from connector.pipeline.core import Pipeline, Route
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "v5"
 
@@ -224,8 +224,8 @@ needs_mappers = pytest.mark.skipif("v5_orderbook" not in records.MAPPERS,
 
 @needs_mappers
 def test_real_book_mapper_gap_marker_and_tagged_snapshot() -> None:
-    from connector.config import loads
-    from connector.pipeline import build_routes
+    from connector.config.model import loads
+    from connector.pipeline.core import build_routes
     from connector.service import serializer_factory
     config = loads('kafka: {bootstrap_servers: ["127.0.0.1:9092"]}\nsubscriptions:\n'
                    '  - {stream: v5, topic: orderbook, depth: 50, symbols: [BTCUSDT]}\n')
@@ -249,9 +249,9 @@ def test_real_book_mapper_gap_marker_and_tagged_snapshot() -> None:
 def test_kafka_headers_full_or_minimal(headers: str) -> None:
     """``kafka.headers: minimal`` keeps only what decoding needs (the schema
     fingerprint); the record still holds stream, topic and receive time."""
-    from connector.config import loads
-    from connector.pipeline import build_routes
-    from connector.serde import FINGERPRINT_HEADER
+    from connector.config.model import loads
+    from connector.pipeline.core import build_routes
+    from connector.serde.serializers import FINGERPRINT_HEADER
     from connector.service import serializer_factory
     config = loads(f'kafka: {{bootstrap_servers: ["127.0.0.1:9092"], headers: {headers}}}\n'
                    'subscriptions:\n  - {stream: v5, topic: publicTrade, symbols: [BTCUSDT]}\n'
@@ -261,7 +261,7 @@ def test_kafka_headers_full_or_minimal(headers: str) -> None:
     pipe = Pipeline(build_routes(config, serializer_factory(config)), sink)  # type: ignore[arg-type]
     pipe.handle(decode((SAMPLES / "publicTrade_spot.json").read_text(), "v5",
                        Stamp(1760000006000, 1)))
-    from connector.bybit.frames import decode as legacy_decode
+    from connector.bybit.legacy.frames import decode as legacy_decode
     legacy = (Path(__file__).resolve().parents[1] / "samples" / "v1_trade.json").read_text()
     pipe.handle(legacy_decode(legacy, "v1", Stamp(1760000007000, 1)))
     assert {t for t, *_ in sink.sent} == {"bybit.spot.v5.publicTrade", "bybit.spot.v1.trade"}
@@ -274,7 +274,7 @@ def test_kafka_headers_full_or_minimal(headers: str) -> None:
 
 
 def test_kafka_headers_must_be_full_or_minimal() -> None:
-    from connector.config import loads
+    from connector.config.model import loads
     from connector.errors import ConfigError
     with pytest.raises(ConfigError) as err:
         loads('kafka: {headers: small}\nsubscriptions: [{stream: v1, topic: trade, '

@@ -5,10 +5,11 @@ from __future__ import annotations
 import confluent_kafka
 import pytest
 
-from connector.config import KafkaConfig, KafkaSecurity, Secret
-from connector.producers import CLIENTS, allowed_settings, reason_of, unknown_settings
-from connector.producers.confluent import LIBRDKAFKA_KEYS, producer_settings
-from connector.producers.kafka_python import producer_settings as kafka_python_settings
+from connector.config.kafka_keys import allowed_settings, unknown_settings
+from connector.config.model import KafkaConfig, KafkaSecurity, Secret
+from connector.sink.producers import CLIENTS, reason_of
+from connector.sink.producers.confluent import LIBRDKAFKA_KEYS, producer_settings
+from connector.sink.producers.kafka_python import producer_settings as kafka_python_settings
 
 
 def _librdkafka_rejects_name(name: str) -> bool:

@@ -8,9 +8,9 @@ import itertools
 import json
 import random
 
-from connector.bybit import protocol
 from connector.bybit.backoff import backoff, is_retryable
-from connector.bybit.protocol import Subscription, build_subscribe, plan_connections
+from connector.bybit.legacy import protocol
+from connector.bybit.legacy.protocol import Subscription, build_subscribe, plan_connections
 
 
 def texts(sub: Subscription, **kw: int) -> list[str]:

@@ -17,8 +17,8 @@ import pytest
 
 from connector import records
 from connector.bybit.events import MarketData, PrivateData, Stamp
+from connector.bybit.topics import LEGACY_STREAMS, TOPICS
 from connector.records import MAPPERS, PRIVATE_KINDS, MappingError, load_schema, record_key
-from connector.topics import LEGACY_STREAMS, TOPICS
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 STAMP = Stamp(wall_ms=1_700_000_000_123, mono_ns=1)

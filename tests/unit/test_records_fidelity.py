@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from connector.bybit.events import MarketData, Stamp
-from connector.bybit.frames import decode, market_topic_id
+from connector.bybit.legacy.frames import decode, market_topic_id
+from connector.bybit.topics import lookup, topic_id
 from connector.records import MAPPERS, MappingError, load_schema
 from connector.records.mapping import field_plan
-from connector.topics import lookup, topic_id
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 STAMP = Stamp(wall_ms=1_700_000_000_123, mono_ns=1)

@@ -23,11 +23,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connector.bybit.events import Stamp, V5Data
+from connector.bybit.topics import TOPICS, V5_STREAMS
 from connector.errors import SerializationError
 from connector.records import MAPPERS, MappingError, load_schema, record_key, resync_marker
 from connector.records.mapping import field_plan, map_item, row_mapper
-from connector.serde import PlainAvroSerializer
-from connector.topics import TOPICS, V5_STREAMS
+from connector.serde.serializers import PlainAvroSerializer
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "v5"
 STAMP = Stamp(wall_ms=1_760_000_005_999, mono_ns=1)

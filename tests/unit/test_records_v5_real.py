@@ -21,7 +21,7 @@ import pytest
 from connector.bybit.events import Stamp, V5Data
 from connector.bybit.v5.frames import decode
 from connector.records import MAPPERS, load_schema, record_key
-from connector.serde import PlainAvroSerializer
+from connector.serde.serializers import PlainAvroSerializer
 
 REAL = Path(__file__).resolve().parents[1] / "samples" / "v5" / "real"
 STAMP = Stamp(wall_ms=1_760_000_005_999, mono_ns=1)

@@ -26,7 +26,7 @@ from prometheus_client import REGISTRY
 from connector.bybit.events import Stamp, V5Data
 from connector.bybit.v5.frames import decode
 from connector.records import MAPPERS, MappingError, expected_paths, load_schema, record_key
-from connector.serde import PlainAvroSerializer
+from connector.serde.serializers import PlainAvroSerializer
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "v5"
 STAMP = Stamp(wall_ms=1_760_000_005_999, mono_ns=1)

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
+from connector.archive.replay import SourceFrame, decode_frame, identity, source_frame
 from connector.bybit.events import MarketData, V5Data
-from connector.replay import SourceFrame, decode_frame, identity, source_frame
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from connector.runtime import THRESHOLDS, restore_gc, tune_gc
+from connector.ops.runtime import THRESHOLDS, restore_gc, tune_gc
 
 
 def test_tune_gc_freezes_the_startup_heap_and_raises_thresholds() -> None:

@@ -23,11 +23,11 @@ from hypothesis import strategies as st
 from kafka.partitioner.default import DefaultPartitioner
 
 from connector.bybit.events import MarketData, PrivateData, Stamp
-from connector.bybit.frames import decode
+from connector.bybit.legacy.frames import decode
 from connector.errors import SerializationError
 from connector.records import MAPPERS, PRIVATE_KINDS, load_schema
-from connector.serde import ConfluentSerializer, PlainAvroSerializer
-from connector.sink import KeyHashPartitioner
+from connector.serde.serializers import ConfluentSerializer, PlainAvroSerializer
+from connector.sink.kafka_sink import KeyHashPartitioner
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 STAMP = Stamp(1626249138999, 0)
@@ -42,7 +42,7 @@ def _records() -> list[tuple[str, dict[str, Any]]]:
             continue
         event = decode(path.read_text(), stream, STAMP)  # type: ignore[arg-type]
         if isinstance(event, MarketData):
-            from connector.topics import lookup
+            from connector.bybit.topics import lookup
 
             spec = lookup(stream, event.topic)
             if spec is not None:

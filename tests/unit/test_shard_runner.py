@@ -9,9 +9,10 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
-from connector import metrics, shards
-from connector.config import SubscriptionConfig
-from connector.shard_runner import ShardRunner
+from connector.config.model import SubscriptionConfig
+from connector.ops import metrics
+from connector.scaleout import shards
+from connector.scaleout.runner import ShardRunner
 
 SYMBOLS = [f"S{i:02d}USDT" for i in range(40)]
 N = 4

@@ -9,9 +9,9 @@ from collections import Counter
 
 import pytest
 
-from connector import shards
-from connector.config import Config, loads
+from connector.config.model import Config, loads
 from connector.errors import ConfigError
+from connector.scaleout import shards
 
 SYMBOLS = [f"S{i:03d}USDT" for i in range(300)]
 PINNED = [10, 9]  # BTCUSDT, ETHUSDT of v1 trade over 12 shards
@@ -39,7 +39,7 @@ def test_shard_of_is_a_blake2b_of_the_subscription_text() -> None:
 
 def test_shard_of_is_the_same_in_another_interpreter() -> None:
     """Python's hash() of a str changes with PYTHONHASHSEED; the shard must not."""
-    code = ("from connector.shards import shard_of;"
+    code = ("from connector.scaleout.shards import shard_of;"
             "print([shard_of('v1', 'trade', s, 97) for s in ('BTCUSDT', 'ETHUSDT', 'X1')])")
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            env={"PYTHONHASHSEED": seed}, check=True).stdout

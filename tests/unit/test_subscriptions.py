@@ -7,8 +7,9 @@ from __future__ import annotations
 import itertools
 import json
 
-from connector.bybit.family import AckInfo, LegacyFamily
-from connector.bybit.protocol import Subscription
+from connector.bybit.family import AckInfo
+from connector.bybit.legacy.family import LegacyFamily
+from connector.bybit.legacy.protocol import Subscription
 from connector.bybit.subscriptions import Subscriptions
 from connector.bybit.v5.family import V5Family
 

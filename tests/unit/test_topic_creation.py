@@ -8,9 +8,9 @@ import textwrap
 
 import pytest
 
-from connector.config import loads
+from connector.config.model import loads
 from connector.errors import ConfigError
-from connector.kafka_client import new_topic, refused_topic_settings
+from connector.sink.admin import new_topic, refused_topic_settings
 
 SUB = """
 subscriptions:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from connector.bybit.budget import ConnectBudget
-from connector.bybit.protocol import Subscription
+from connector.bybit.legacy.protocol import Subscription
 from connector.bybit.v5 import protocol
 from connector.bybit.v5.family import V5Family
 

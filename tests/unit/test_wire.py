@@ -14,7 +14,7 @@ import pytest
 import websocket
 from websockets.sync.server import ServerConnection, serve
 
-from connector.bybit.frames import HEAD_BYTES, Oversize
+from connector.bybit.legacy.frames import HEAD_BYTES, Oversize
 from connector.bybit.wire import FrameReader
 
 CAP = 64 * 1024

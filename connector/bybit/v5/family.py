@@ -13,7 +13,7 @@ from typing import Any
 
 from connector.bybit.events import Event, Stamp, Stream, V5Data
 from connector.bybit.family import AckInfo, DataInfo, Pair
-from connector.bybit.protocol import Request, Subscription
+from connector.bybit.legacy.protocol import Request, Subscription
 from connector.bybit.v5 import frames, protocol
 
 

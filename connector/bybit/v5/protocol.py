@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from connector.bybit.protocol import Request, Subscription, sign
+from connector.bybit.legacy.protocol import Request, Subscription, sign
 
 ENDPOINTS: dict[str, dict[str, str]] = {
     "mainnet": {"v5": "wss://stream.bybit.com/v5/public/spot",

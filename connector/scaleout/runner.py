@@ -1,7 +1,7 @@
 """The shards this replica streams: their subscriptions and connections.
 
 ``ShardRunner`` is told which shards the group gave this replica
-(``assign``/``revoke``, from ``connector.coordination``'s rebalance listener)
+(``assign``/``revoke``, from ``connector.scaleout.coordinator``'s rebalance listener)
 and brings the running connections to match (``apply``, using
 ``shards.diff``): a new shard's de-duplicated records are held (``hold``),
 its connections are built and started at once, and only then is it seeded
@@ -32,7 +32,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from connector import metrics, shards
+from connector.ops import metrics
+from connector.scaleout import shards
 
 log = logging.getLogger(__name__)
 

@@ -1,45 +1,13 @@
 """librdkafka settings for the confluent-kafka backend (no import of the client).
 
-Kept apart from ``confluent.py`` so config validation can check names
-without the optional ``confluent-kafka`` package installed.
+Kept apart from ``confluent.py`` so the defaults and the translation from a
+``KafkaConfig`` load without the optional ``confluent-kafka`` package; the names
+a user may set live in ``connector/config/kafka_keys.py``.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-# Producer-relevant librdkafka properties a user may set under `kafka.producer`
-# when `kafka.client` is confluent-kafka (librdkafka's CONFIGURATION.md, global
-# and topic properties marked * or P). Left out on purpose: bootstrap and
-# security (set from `kafka.bootstrap_servers` / `kafka.security`), callbacks,
-# `partitioner` (same partition for the same key as the default client is a
-# guarantee), `queue.buffering.max.messages` (from `kafka.max_pending_records`),
-# `delivery.report.only.error` (every acknowledgement is counted) and
-# transactions.
-LIBRDKAFKA_KEYS = frozenset({
-    # global
-    "client.id", "client.rack", "client.dns.lookup", "message.max.bytes",
-    "message.copy.max.bytes", "receive.message.max.bytes",
-    "max.in.flight.requests.per.connection", "max.in.flight",
-    "metadata.recovery.strategy", "metadata.recovery.rebootstrap.trigger.ms",
-    "topic.metadata.refresh.interval.ms", "metadata.max.age.ms",
-    "topic.metadata.refresh.fast.interval.ms", "topic.metadata.refresh.sparse",
-    "topic.metadata.propagation.max.ms", "debug", "socket.timeout.ms",
-    "socket.send.buffer.bytes", "socket.receive.buffer.bytes", "socket.keepalive.enable",
-    "socket.nagle.disable", "socket.max.fails", "broker.address.ttl", "broker.address.family",
-    "socket.connection.setup.timeout.ms", "connections.max.idle.ms", "reconnect.backoff.ms",
-    "reconnect.backoff.max.ms", "statistics.interval.ms", "log_level", "log.connection.close",
-    "api.version.request.timeout.ms", "allow.auto.create.topics", "enable.metrics.push",
-    "retry.backoff.ms", "retry.backoff.max.ms",
-    # producer
-    "enable.idempotence", "enable.gapless.guarantee", "queue.buffering.max.kbytes",
-    "queue.buffering.max.ms", "linger.ms", "message.send.max.retries", "retries",
-    "queue.buffering.backpressure.threshold", "compression.codec", "compression.type",
-    "batch.num.messages", "batch.size", "sticky.partitioning.linger.ms",
-    # topic (producer)
-    "request.required.acks", "acks", "request.timeout.ms", "message.timeout.ms",
-    "delivery.timeout.ms", "compression.level",
-})
 
 # Safe defaults, as the default client's; anything under `kafka.producer` overrides them.
 # `message.timeout.ms` 0 is librdkafka's "no delivery deadline" (Kafka Connect's

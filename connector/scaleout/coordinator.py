@@ -4,7 +4,7 @@ Every replica with the same ``coordination.group`` joins one consumer group
 on the coordination topic (``bybit.connector.coordination.<group>``, created at
 start with ``shards`` partitions; no records are ever written to it). The
 partitions the group assigns to a replica are the shards it streams (see
-``connector.shards``). Kafka does the rest: a replica that joins, leaves
+``connector.scaleout.shards``). Kafka does the rest: a replica that joins, leaves
 (SIGTERM) or dies (no heartbeat for ``session_timeout_seconds``) triggers a
 rebalance and its shards move.
 
@@ -23,8 +23,8 @@ Hand-over of one shard (make-before-break):
 * new owner, on assignment: holds the shard's trade and book records, builds
   and starts the shard's connections at once, and ``SEED_AFTER_SECONDS``
   later (the old owner stopped and flushed) seeds the trade de-dup from the
-  topics' tail (``connector.handover``) and releases what it held through it
-  (``connector.hold``): the overlap is dropped by id, its book chain starts
+  topics' tail (``connector.scaleout.handover``) and releases what it held through it
+  (``connector.pipeline.hold``): the overlap is dropped by id, its book chain starts
   with its snapshot after the old owner's last record. Seeding never delays
   subscribing.
 
@@ -37,7 +37,7 @@ metadata, close). kafka-python calls the rebalance listener on the
 consumer's I/O thread, which also heartbeats: the listener only stops
 connections (bounded) and flushes (bounded); the slow part of a start
 (seeding, connecting) runs on a "shard-starter" thread, so the poll loop is
-always ready for the next rebalance round. ``connector.shard_runner`` keeps
+always ready for the next rebalance round. ``connector.scaleout.runner`` keeps
 the running shards and their connections.
 """
 
@@ -55,11 +55,12 @@ from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssi
 from kafka.errors import InvalidSessionTimeoutError, KafkaError, TopicAlreadyExistsError
 from kafka.structs import MemberState
 
-from connector import handover, metrics, shards
-from connector.config import Config, CoordinationConfig, KafkaConfig
+from connector.config.model import Config, CoordinationConfig, KafkaConfig
 from connector.errors import ConfigError, ConnectorError
-from connector.kafka_client import new_topic, producer_settings, refused_topic_settings
-from connector.shard_runner import STOP_SECONDS, ShardConnection, ShardRunner
+from connector.ops import metrics
+from connector.scaleout import handover, shards
+from connector.scaleout.runner import STOP_SECONDS, ShardConnection, ShardRunner
+from connector.sink.admin import new_topic, producer_settings, refused_topic_settings
 
 log = logging.getLogger(__name__)
 

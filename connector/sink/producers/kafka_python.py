@@ -19,12 +19,12 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 
 from connector.errors import DeliveryError
-from connector.kafka_client import (  # noqa: F401 (re-exported)
+from connector.sink.admin import (  # noqa: F401 (re-exported)
     PRODUCER_DEFAULTS,
     KeyHashPartitioner,
     producer_settings,
 )
-from connector.producers import (
+from connector.sink.producers import (
     QUEUE_HEADROOM,
     AckCallback,
     Client,

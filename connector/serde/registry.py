@@ -17,8 +17,8 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from connector import metrics
 from connector.errors import SchemaRegistryError
+from connector.ops import metrics
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from connector import __version__
-from connector.fastmetrics import FastCounter, FastHistogram
+from connector.ops.fastmetrics import FastCounter, FastHistogram
 
 PREFIX = "bybit_connector"
 
@@ -232,7 +232,7 @@ book_deltas_dropped_total = Counter(
 )
 
 
-# --- scale-out (connector/coordination.py) ---------------------------------
+# --- scale-out (connector/scaleout/coordinator.py) ---------------------------------
 shards_owned = Gauge(
     f"{PREFIX}_shards_owned",
     "Shards (partitions of the coordination topic) this replica owns and streams.",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connector.bybit.events import Stream
-from connector.topics import V5_STREAMS, topic_id, v5_topic_id
+from connector.bybit.topics import V5_STREAMS, topic_id, v5_topic_id
 
 ENDPOINTS: dict[str, dict[str, str]] = {
     "mainnet": {

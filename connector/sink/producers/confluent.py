@@ -24,8 +24,9 @@ import threading
 import time
 from typing import Any
 
+from connector.config.kafka_keys import LIBRDKAFKA_KEYS
 from connector.errors import ConfigError, DeliveryError
-from connector.producers import (
+from connector.sink.producers import (
     QUEUE_HEADROOM,
     AckCallback,
     Client,
@@ -35,7 +36,7 @@ from connector.producers import (
     QueueFull,
     reason_of,
 )
-from connector.producers.settings import LIBRDKAFKA_KEYS, librdkafka_settings
+from connector.sink.producers.settings import librdkafka_settings
 
 confluent_kafka: Any
 try:
@@ -46,7 +47,7 @@ except ImportError:  # pragma: no cover - the extra is installed in tests
 __all__ = ["LIBRDKAFKA_KEYS", "ConfluentProducer", "producer_settings"]
 
 log = logging.getLogger(__name__)
-librdkafka_log = logging.getLogger("connector.producers.librdkafka")
+librdkafka_log = logging.getLogger("connector.sink.producers.librdkafka")
 
 
 def producer_settings(config: Any) -> dict[str, Any]:

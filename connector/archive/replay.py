@@ -28,21 +28,22 @@ from typing import Any, TextIO
 import fastavro
 from kafka import KafkaConsumer, TopicPartition
 
-from connector import archive, records
-from connector.bybit import frames
-from connector.bybit.events import Event, Stamp
-from connector.bybit.v5 import frames as v5_frames
-from connector.config import Config
-from connector.errors import ConnectorError
-from connector.pipeline import Pipeline, Sink, build_routes
-from connector.replay_presence import (  # noqa: F401 (Summary, identity: replay's API)
+from connector import records
+from connector.archive import writer as archive
+from connector.archive.presence import (  # noqa: F401 (Summary, identity: replay's API)
     PresenceFilter,
     Summary,
     identity,
     millis,
 )
-from connector.sink import producer_settings
-from connector.tail import decode_value, read_tail
+from connector.bybit.events import Event, Stamp
+from connector.bybit.legacy import frames
+from connector.bybit.v5 import frames as v5_frames
+from connector.config.model import Config
+from connector.errors import ConnectorError
+from connector.pipeline.core import Pipeline, Sink, build_routes
+from connector.pipeline.tail import decode_value, read_tail
+from connector.sink.kafka_sink import producer_settings
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +238,7 @@ def run_replay(config: Config, selection: Selection, dry_run: bool, out: TextIO,
     """The ``replay`` command: the real sink (flushed and closed at the end),
     or with ``dry_run`` a printing one; prints progress and the summary."""
     from connector.service import serializer_factory
-    from connector.sink import KafkaSink, ensure_topics
+    from connector.sink.kafka_sink import KafkaSink, ensure_topics
 
     serializer_for = serializer_factory(config)
     sink: Any

@@ -22,7 +22,7 @@ its timeout runs out fail with ``ProduceError(code="closed")``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 from connector.errors import DeliveryError
@@ -127,28 +127,11 @@ def create_producer(client: str, config: Any, **options: Any) -> Producer:
     ``ConfigError`` if confluent-kafka is chosen but not installed.
     """
     if client == "kafka-python":
-        from connector.producers.kafka_python import KafkaPythonProducer
+        from connector.sink.producers.kafka_python import KafkaPythonProducer
 
         return KafkaPythonProducer(config, **options)
     if client == "confluent-kafka":
-        from connector.producers.confluent import ConfluentProducer
+        from connector.sink.producers.confluent import ConfluentProducer
 
         return ConfluentProducer(config, **options)
     raise ValueError(f"unknown Kafka client {client!r}; expected one of {', '.join(CLIENTS)}")
-
-
-def allowed_settings(client: str) -> frozenset[str]:
-    """The names ``kafka.producer`` may use for ``client`` (its library's own names)."""
-    if client == "confluent-kafka":
-        from connector.producers.settings import LIBRDKAFKA_KEYS
-
-        return LIBRDKAFKA_KEYS
-    from connector.config import PRODUCER_KEYS
-
-    return PRODUCER_KEYS
-
-
-def unknown_settings(client: str, names: Iterable[str]) -> list[str]:
-    """The names in ``names`` that ``client`` does not take (sorted), for config errors."""
-    allowed = allowed_settings(client)
-    return sorted(name for name in names if name not in allowed)

@@ -33,8 +33,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from connector import metrics, records
-from connector.books import (
+from connector import records
+from connector.bybit.books import (
     RESYNC,
     BookRef,
     BookTracker,
@@ -43,13 +43,14 @@ from connector.books import (
     missing_side,
 )
 from connector.bybit.events import Event, MarketData, PrivateData, Stamp, Undecodable, V5Data
-from connector.bybit.frames import market_topic_id
-from connector.config import Config, SubscriptionConfig
-from connector.dedup import RecentIds
+from connector.bybit.legacy.frames import market_topic_id
+from connector.config.model import Config, SubscriptionConfig
 from connector.errors import ConnectorError, SerializationError
-from connector.fastmetrics import HistogramChild
-from connector.hold import Holds
-from connector.serde import Serializer
+from connector.ops import metrics
+from connector.ops.fastmetrics import HistogramChild
+from connector.pipeline.dedup import RecentIds
+from connector.pipeline.hold import Holds
+from connector.serde.serializers import Serializer
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from connector.bybit.events import Event, MarketData, PrivateData, Undecodable, V5Data
-from connector.bybit.frames import decompress, market_topic_id
-from connector.config import Config
+from connector.bybit.legacy.frames import decompress, market_topic_id
+from connector.config.model import Config
 from connector.errors import SerializationError
-from connector.pipeline import Sink
-from connector.serde import Serializer
+from connector.pipeline.core import Sink
+from connector.serde.serializers import Serializer
 
 KIND = "raw_frame"  # avro/raw_frame.avsc
 KEY_SEPARATOR = "|"

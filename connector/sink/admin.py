@@ -12,9 +12,9 @@ from kafka.errors import KafkaError
 from kafka.partitioner.abc import Partitioner
 from kafka.partitioner.default import DefaultPartitioner, murmur2
 
-from connector import kafka_probe
-from connector.config import KafkaConfig
+from connector.config.model import KafkaConfig
 from connector.errors import ConfigError
+from connector.sink import probe as kafka_probe
 
 log = logging.getLogger(__name__)
 

@@ -40,8 +40,8 @@ from typing import Any, Protocol
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from connector.avro_compiled import compile_writer
 from connector.errors import SerializationError
+from connector.serde.compiled import compile_writer
 
 FINGERPRINT_HEADER = "avro.schema.fingerprint"
 

@@ -1,8 +1,8 @@
 """JSON Schema of the config file, generated from the dataclasses in ``config``.
 
-``connector/config.schema.json`` is this output, committed so editors can
+``connector/config/config.schema.json`` is this output, committed so editors can
 autocomplete ``config.yaml``; a test keeps the two in sync. Regenerate with
-``python -m connector.config_schema > connector/config.schema.json``.
+``python -m connector.config.schema > connector/config/config.schema.json``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import types
 import typing
 from typing import Any, Literal, get_args, get_origin
 
-from connector import topics
-from connector.config import PRODUCER_KEYS, Config, Secret, yaml_key
+from connector.bybit import topics
+from connector.config.kafka_keys import PRODUCER_KEYS
+from connector.config.model import Config, Secret, yaml_key
 
 # Numbers and booleans may also come from the environment: `port: ${METRICS_PORT:-9102}`.
 _ENV_REF = {"type": "string", "pattern": "^\\$\\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\\}$"}

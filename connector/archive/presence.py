@@ -28,8 +28,8 @@ from typing import Any
 import fastavro
 
 from connector import records
-from connector.pipeline import Route, Sink
-from connector.tail import decode_value
+from connector.pipeline.core import Route, Sink
+from connector.pipeline.tail import decode_value
 
 log = logging.getLogger(__name__)
 

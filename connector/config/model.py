@@ -3,7 +3,7 @@
 The dataclasses below are the single specification of the config file. Each
 field carries its documentation (``doc``), an optional ``example`` and a
 ``secret`` flag in its metadata; the JSON Schema (``config.schema.json``) and
-the README table are generated from them (see ``connector.config_schema``).
+the README table are generated from them (see ``connector.config.schema``).
 
 Every error names the YAML path at fault, e.g.
 ``subscriptions[3].interval: '2m' is not one of 1m, 3m, ...``.
@@ -28,8 +28,13 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
-from connector import topics
-from connector.config_limits import (
+from connector.bybit import topics
+from connector.config.kafka_keys import (
+    TOPIC_CONFIG_KEYS,
+    allowed_settings,
+    unknown_settings,
+)
+from connector.config.limits import (
     MAX_CONFIG_BYTES,
     MAX_SECONDS,
     MAX_SECRET_FILE_BYTES,
@@ -88,33 +93,6 @@ def yaml_key(f: dataclasses.Field[Any]) -> str:
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,30}$")
 KAFKA_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
-
-# kafka-python KafkaProducer settings a user may pass through under `kafka.producer`.
-# (`bootstrap_servers`, security and serializers are set elsewhere.)
-PRODUCER_KEYS = frozenset({
-    "acks", "compression_type", "retries", "batch_size", "linger_ms", "allow_auto_create_topics",
-    "max_block_ms", "max_request_size", "request_timeout_ms", "retry_backoff_ms",
-    "max_in_flight_requests_per_connection", "enable_idempotence", "delivery_timeout_ms",
-    "metadata_max_age_ms", "connections_max_idle_ms", "reconnect_backoff_ms",
-    "reconnect_backoff_max_ms", "receive_buffer_bytes", "send_buffer_bytes",
-    "api_version", "bootstrap_timeout_ms", "client_id", "metrics_enabled",
-})
-
-# Topic-level settings `kafka.topic_creation.configs` may give (Kafka's TopicConfig
-# names, 4.x). A misspelt name would make the broker refuse to create the topic.
-TOPIC_CONFIG_KEYS = frozenset({
-    "cleanup.policy", "compression.type", "compression.gzip.level", "compression.lz4.level",
-    "compression.zstd.level", "delete.retention.ms", "file.delete.delay.ms", "flush.messages",
-    "flush.ms", "follower.replication.throttled.replicas", "index.interval.bytes",
-    "leader.replication.throttled.replicas", "local.retention.bytes", "local.retention.ms",
-    "max.compaction.lag.ms", "max.message.bytes", "message.timestamp.after.max.ms",
-    "message.timestamp.before.max.ms", "message.timestamp.type", "min.cleanable.dirty.ratio",
-    "min.compaction.lag.ms", "min.insync.replicas", "preallocate", "remote.log.copy.disable",
-    "remote.log.delete.on.disable", "remote.storage.enable", "retention.bytes", "retention.ms",
-    "segment.bytes", "segment.index.bytes", "segment.jitter.ms", "segment.ms",
-    "unclean.leader.election.enable",
-})
-
 
 @dataclass(frozen=True)
 class StreamUrls:
@@ -731,8 +709,6 @@ def _check_kafka(kafka: KafkaConfig) -> None:
         if not 1 <= int(port) <= 65535:
             raise ConfigError(f"kafka.bootstrap_servers[{i}]",
                               f"{server!r} has port {int(port)}, not between 1 and 65535")
-    from connector.producers import allowed_settings, unknown_settings
-
     if kafka.client == "confluent-kafka" and importlib.util.find_spec("confluent_kafka") is None:
         raise ConfigError("kafka.client", "confluent-kafka is not installed",
                           "pip install 'bybit-kafka-connector[confluent]' or use kafka-python")

@@ -28,7 +28,7 @@ leaves it READY without a producer id, and the sender never asks for a new
 one); what the old producer still held is re-sent by the new one, what was
 acknowledged is not (``bybit_connector_producer_restarts_total``).
 
-Clients: the sink talks to Kafka only through ``connector.producers``'
+Clients: the sink talks to Kafka only through ``connector.sink.producers``'
 ``Producer`` interface, so the bound, accounting, dead letters, metrics,
 watchdog and replacement are one code path for both ``kafka.client``
 backends (kafka-python, confluent-kafka/librdkafka). A backend's
@@ -55,10 +55,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from connector import metrics
-from connector.config import KafkaConfig
+from connector.config.model import KafkaConfig
 from connector.errors import ConnectorError
-from connector.kafka_client import (  # noqa: F401 (re-exported: the sink's public API)
+from connector.ops import metrics
+from connector.sink.admin import (  # noqa: F401 (re-exported: the sink's public API)
     PRODUCER_DEFAULTS,
     KeyHashPartitioner,
     ensure_topics,
@@ -66,7 +66,7 @@ from connector.kafka_client import (  # noqa: F401 (re-exported: the sink's publ
     producer_settings,
     tcp_probe,
 )
-from connector.producers import ProduceError, Producer, QueueFull, create_producer
+from connector.sink.producers import ProduceError, Producer, QueueFull, create_producer
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ private topic of the account, so all of a private stream's subscriptions are
 one unit, placed on shard ``blake2b(stream) % shards``.
 
 The shard is the unit that moves between replicas (one partition of the
-coordination topic each, see ``connector.coordination``); each shard gets its
+coordination topic each, see ``connector.scaleout.coordinator``); each shard gets its
 own connections, so moving one shard never touches another's.
 """
 

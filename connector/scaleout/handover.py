@@ -8,8 +8,8 @@ new subscriptions write to, decodes the trade ids of their symbols and adds
 them to the pipeline's de-duplication memory (``Route.dedup``). It runs while
 the shard's connections subscribe: ``hold`` buffers their de-duplicated
 records before they start and ``release`` writes them through the seeded
-memory afterwards (``connector.hold``), so the seed costs no data. These are
-the hooks ``connector.coordination`` gives ``ShardRunner``.
+memory afterwards (``connector.pipeline.hold``), so the seed costs no data. These are
+the hooks ``connector.scaleout.coordinator`` gives ``ShardRunner``.
 
 Bounded: per partition, ``per_symbol`` records (the replay is 60) times the
 configured symbols whose key lands in that partition are read back, within
@@ -34,11 +34,11 @@ from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
 
 from connector import records
-from connector.config import Config, SubscriptionConfig
-from connector.dedup import RecentIds
-from connector.pipeline import DEDUP_CAPACITY, Route
-from connector.serde import _without_logical_types
-from connector.sink import producer_settings
+from connector.config.model import Config, SubscriptionConfig
+from connector.pipeline.core import DEDUP_CAPACITY, Route
+from connector.pipeline.dedup import RecentIds
+from connector.serde.serializers import _without_logical_types
+from connector.sink.kafka_sink import producer_settings
 
 log = logging.getLogger(__name__)
 

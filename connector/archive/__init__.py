@@ -1,0 +1,1 @@
+"""Archiving records to files and replaying them into Kafka."""

@@ -1,0 +1,1 @@
+"""The legacy spot protocol: its frames, its session protocol and its feed family."""

@@ -1,0 +1,1 @@
+"""Configuration: the dataclasses, loading (YAML, env, secret files), limits, JSON Schema."""

@@ -1,0 +1,1 @@
+"""Operations: metrics, health, and the runtime facts exported about the process."""

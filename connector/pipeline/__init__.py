@@ -1,0 +1,1 @@
+"""Between source and sink: events to records, duplicate drops, holding and tails."""

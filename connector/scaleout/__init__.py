@@ -1,0 +1,1 @@
+"""Running several instances: shard assignment, coordination, the shard runner and handover."""

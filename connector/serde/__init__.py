@@ -1,0 +1,1 @@
+"""Serialization: Avro encoding of records (generic and compiled) and the schema registry client."""

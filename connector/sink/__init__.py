@@ -1,0 +1,1 @@
+"""Kafka output: the sink, the producer backends, topic administration and the broker probe."""
