@@ -143,6 +143,10 @@ min.insync.replicas=1
 group.initial.rebalance.delay.ms=0
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
+# A broker killed -9 and started again waits for its old session to expire before
+# it registers (DUPLICATE_BROKER_REGISTRATION): 3 s here, not the default 9 s.
+broker.heartbeat.interval.ms=500
+broker.session.timeout.ms=3000
 """ + "".join(f"{k}={v}\n" for k, v in self.extra_properties.items()))
         (self._dir / "log4j2.properties").write_text(f"""\
 status = error
@@ -223,8 +227,11 @@ rootLogger.appenderRef.file.ref = FILE
         from kafka.errors import KafkaError
 
         try:
+            # Short bootstrap and reconnect backoff: the client's defaults (30 s each)
+            # kept one probe waiting up to 30 s after a restarted broker answered.
             admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers,
-                                     request_timeout_ms=3000)
+                                     request_timeout_ms=3000, bootstrap_timeout_ms=3000,
+                                     reconnect_backoff_max_ms=300)
             try:
                 answered = admin.describe_cluster().get("cluster_id")
             finally:
