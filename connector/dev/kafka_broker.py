@@ -143,10 +143,6 @@ min.insync.replicas=1
 group.initial.rebalance.delay.ms=0
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
-# A broker killed -9 and started again waits for its old session to expire before
-# it registers (DUPLICATE_BROKER_REGISTRATION): 3 s here, not the default 9 s.
-broker.heartbeat.interval.ms=500
-broker.session.timeout.ms=3000
 """ + "".join(f"{k}={v}\n" for k, v in self.extra_properties.items()))
         (self._dir / "log4j2.properties").write_text(f"""\
 status = error
