@@ -137,6 +137,9 @@ log.dirs={self._dir / "data"}
 num.partitions={self.partitions}
 auto.create.topics.enable=true
 offsets.topic.replication.factor=1
+# One partition for the group offsets (default 50): the first consumer group on a
+# fresh broker waits for them all to load (NotCoordinator) on a busy machine.
+offsets.topic.num.partitions=1
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 min.insync.replicas=1
