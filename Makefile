@@ -27,8 +27,12 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check connector tests scripts
 	$(VENV)/bin/mypy connector
 
+# The whole suite on $(WORKERS) workers (most long tests wait rather than compute, so
+# they overlap well on 2 cores), a test file per unit of work, longest folders first
+# (tests/conftest.py). `pytest -q` alone runs the same tests one after the other.
+WORKERS ?= 4
 test: setup-test lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Both Kafka clients; the raw ceilings only where the connector runs flat out (a).
 bench: setup

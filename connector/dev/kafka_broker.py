@@ -137,6 +137,9 @@ log.dirs={self._dir / "data"}
 num.partitions={self.partitions}
 auto.create.topics.enable=true
 offsets.topic.replication.factor=1
+# One partition for the group offsets (default 50): the first consumer group on a
+# fresh broker waits for them all to load (NotCoordinator) on a busy machine.
+offsets.topic.num.partitions=1
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 min.insync.replicas=1
@@ -223,8 +226,11 @@ rootLogger.appenderRef.file.ref = FILE
         from kafka.errors import KafkaError
 
         try:
+            # Short bootstrap and reconnect backoff: the client's defaults (30 s each)
+            # kept one probe waiting up to 30 s after a restarted broker answered.
             admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers,
-                                     request_timeout_ms=3000)
+                                     request_timeout_ms=3000, bootstrap_timeout_ms=3000,
+                                     reconnect_backoff_max_ms=300)
             try:
                 answered = admin.describe_cluster().get("cluster_id")
             finally:

@@ -1,26 +1,26 @@
-"""The fault suite's table: one row per fault, printed at the end of every
-run (whatever ``-s``) and written to ``bench-results/faults.md``."""
+"""The fault suite's fixtures. Its table (one row per fault) is printed and written
+by tests/conftest.py, which also runs where a parallel run's reports arrive."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fault_rig import ConnectorProcess, Outcome
 
 from connector.dev.kafka_broker import KafkaBroker
 
-RESULTS = Path(__file__).resolve().parents[2] / "bench-results" / "faults.md"
-HEADER = ("| fault | generated | landed | dead-lettered | counted (dropped metric) | "
-          "duplicated | out of order | recovery time |\n|---|---|---|---|---|---|---|---|")
-_rows: list[Outcome] = []
+# The user property tests/conftest.py reads the rows from.
+FAULT_ROWS_PROPERTY = "fault_rows"
 
 
 @pytest.fixture
-def record_outcome() -> Iterator[list[Outcome]]:
-    """Append an ``Outcome`` to the table (before asserting on it)."""
-    yield _rows
+def record_outcome(request: pytest.FixtureRequest) -> Iterator[list[Outcome]]:
+    """Append an ``Outcome`` to the table (before asserting on it). The rows travel
+    in the test's report, so a parallel run's controller prints them too."""
+    rows: list[Outcome] = []
+    yield rows
+    request.node.user_properties.append((FAULT_ROWS_PROPERTY, [o.row() for o in rows]))
 
 
 @pytest.fixture(autouse=True)
@@ -37,12 +37,3 @@ def fault_broker() -> Iterator[KafkaBroker]:
     with KafkaBroker(start_timeout=180) as broker:
         yield broker
 
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not _rows:
-        return
-    table = "\n".join([HEADER, *(o.row() for o in _rows)])
-    terminalreporter.write_sep("-", "fault suite")
-    terminalreporter.write_line(table)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(table + "\n")

@@ -136,28 +136,34 @@ def test_buffer_full_backpressure_is_counted(fault_broker: KafkaBroker, tmp_path
         assert outcome.counted > 0, "the tiny buffer never filled: the test proves nothing"
 
 
-# One broker outage, genuinely longer than the old default delivery deadline (120 s,
-# which dead-lettered about a ninth of the records of a 120 s outage), serves every
-# row: three connectors stream through it side by side, on disjoint symbols (each
-# one's trades told apart at the exchange): kafka-python and confluent-kafka with the
+# One broker outage, longer than the old default delivery deadline (120 s, which
+# dead-lettered about a ninth of the records of a 120 s outage), serves every row:
+# three connectors stream through it side by side, on disjoint symbols (each one's
+# trades told apart at the exchange): kafka-python and confluent-kafka with the
 # default bound, and kafka-python with a bound the outage overflows.
 #
-# The fault config also scales the timeouts a long outage runs into down by SCALE
-# (request timeout 30 s -> 3 s, librdkafka's socket timeout 60 s -> 6 s, reconnect
-# backoff cap 5 s -> 0.5 s, metadata refresh 300 s -> 30 s), so the outage takes the
-# same paths (requests timing out and retried, reconnects at the backoff cap, failed
-# metadata refreshes) as one SCALE times longer with the defaults: the ~130 s outage
-# here stands for over 1,200 s. The delivery deadline is not scaled: it is the
-# default (none).
-SCALE = 10
+# What matters is the outage measured against the client's timeouts, not in wall
+# seconds. The fault config scales every timeout a long outage runs into down by
+# SCALE (request timeout 30 s, librdkafka's socket timeout 60 s, reconnect backoff
+# cap 5 s, metadata refresh 300 s), so the outage takes the same paths (requests
+# timing out and retried, reconnects at the backoff cap, failed metadata refreshes)
+# as one SCALE times longer with the defaults; the old deadline (4 request timeouts)
+# scales with them to OLD_DEADLINE / SCALE. The outage lasts three of those: it
+# stands for 360 s with the defaults. The delivery deadline itself is the default
+# (none).
+SCALE = 15
 SCALED_TIMEOUTS = {
-    KP: ("  producer: {request_timeout_ms: 3000, reconnect_backoff_max_ms: 500,"
-         " metadata_max_age_ms: 30000}\n"),
-    CK: ('  producer: {"request.timeout.ms": 3000, "socket.timeout.ms": 6000,'
-         ' "reconnect.backoff.max.ms": 500, "topic.metadata.refresh.interval.ms": 30000}\n'),
+    KP: (f"  producer: {{request_timeout_ms: {30_000 // SCALE},"
+         f" reconnect_backoff_max_ms: {5_000 // SCALE},"
+         f" metadata_max_age_ms: {300_000 // SCALE}}}\n"),
+    CK: (f'  producer: {{"request.timeout.ms": {30_000 // SCALE},'
+         f' "socket.timeout.ms": {60_000 // SCALE},'
+         f' "reconnect.backoff.max.ms": {5_000 // SCALE},'
+         f' "topic.metadata.refresh.interval.ms": {300_000 // SCALE}}}\n'),
 }
 OLD_DEADLINE = 120  # seconds: the default delivery deadline before issue 20
-OVERFLOW_BOUND = 200
+OUTAGE = 3 * OLD_DEADLINE / SCALE  # seconds: longer than a metadata refresh interval too
+OVERFLOW_BOUND = 100
 
 
 @pytest.mark.timeout(600)
@@ -186,7 +192,7 @@ def test_broker_kill9_outage_beyond_the_old_deadline(
         conn.start()
     wait_for(lambda: all(c.produced() > 0 for c, _, _ in runs), 30,
              "nothing delivered before the outage")
-    down, recovery = broker_outage(fault_broker, runs[0][0], OLD_DEADLINE + 8)
+    down, recovery = broker_outage(fault_broker, runs[0][0], OUTAGE)
     before = sent_trade_ids(exchange)
     wait_for(lambda: len(sent_trade_ids(exchange) - before) >= 100, 30,
              "the exchange stopped trading")
@@ -201,7 +207,8 @@ def test_broker_kill9_outage_beyond_the_old_deadline(
                          f"{label}", exchange, fault_broker.bootstrap_servers, recovery)
         record_outcome.append(o)
         outcomes.append((conn, o, overflows))
-    assert down > OLD_DEADLINE, f"the outage ({down:.0f} s) did not outlast the old deadline"
+    assert down * SCALE > OLD_DEADLINE, (f"the outage ({down:.0f} s x{SCALE}) did not outlast "
+                                         "the old deadline")
     for conn, o, overflows in outcomes:
         check(o, [], ours=False)
         assert o.dead_lettered == 0 and o.out_of_order == 0, o

@@ -23,7 +23,7 @@ import pytest
 
 from connector.config.model import Config, loads
 from connector.dev.consume import AvroDecoder, Message, read_all
-from connector.dev.kafka_broker import KafkaBroker
+from connector.dev.kafka_broker import KafkaBroker, free_port
 from connector.exchange import ExchangeServer
 from connector.records import load_schema
 from connector.service import Connector
@@ -312,7 +312,7 @@ def test_sigterm_under_load_flushes_everything(kafka_broker: KafkaBroker, tmp_pa
                 "  - {stream: v1, topic: depth, symbols: [BTCUSDT]}\n")
         config = make_config(exchange, kafka_broker.bootstrap_servers, subs, "e2e.sigterm",
                              client=kafka_client)
-        path = tmp_path / "config.yaml"
+        path, port = tmp_path / "config.yaml", free_port()
         path.write_text(f"""
 bybit:
   urls:
@@ -323,13 +323,24 @@ kafka:
   client: {kafka_client}
   topic_template: "{config.kafka.topic_template}"
   dead_letter_topic: {config.kafka.dead_letter_topic}
-metrics: {{port: 0}}
+metrics: {{host: 127.0.0.1, port: {port}}}
 subscriptions:
 {subs}""")
         proc = subprocess.Popen([sys.executable, "-m", "connector", "run", "--config", str(path)],
                                 stderr=subprocess.PIPE, text=True, cwd=ROOT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        time.sleep(4)
+
+        def produced() -> float:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                    text = r.read().decode()
+            except OSError:
+                return 0.0
+            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("bybit_connector_records_produced_total{"))
+
+        # Under load, not for a fixed time: a busy machine streams fewer records in 4 s.
+        assert _wait(lambda: produced() > 1500, 60), "fewer than 1500 records in 60 s"
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err[-3000:]
