@@ -54,10 +54,18 @@ from connector.serde import Serializer
 log = logging.getLogger(__name__)
 
 DEDUP_CAPACITY = 1000  # ids remembered per (stream, symbol); Bybit replays 60
-# v5 record field that identifies a record for de-duplication, per topic.
-V5_DEDUP_FIELDS = {"publicTrade": "trade_id", "execution": "exec_id",
-                   "execution.spot": "exec_id", "execution.fast": "exec_id",
-                   "execution.fast.spot": "exec_id"}
+# v5 record field(s) that identify a record for de-duplication, per topic: what two
+# owners of a shard both received during a hand-over is written once. An order
+# update is (order id, updated time); its status and reject reason are part of it
+# because Bybit documents a second ``Filled`` row when a cancel races the last fill,
+# which may carry the same updated time. A wallet row is one push of the account's
+# state: its message id (and account type, several rows may share a push).
+ORDER_IDENTITY = ("order_id", "updated_time", "order_status", "reject_reason")
+WALLET_IDENTITY = ("message_id", "account_type")
+V5_DEDUP_FIELDS: dict[str, str | tuple[str, ...]] = {
+    "publicTrade": "trade_id", "execution": "exec_id", "execution.spot": "exec_id",
+    "execution.fast": "exec_id", "execution.fast.spot": "exec_id",
+    "order": ORDER_IDENTITY, "order.spot": ORDER_IDENTITY, "wallet": WALLET_IDENTITY}
 
 
 class Sink(Protocol):
@@ -101,7 +109,7 @@ class Route:
     serializer: Serializer
     headers: list[tuple[str, bytes]]  # every record's (``kafka.headers``), but received_ms
     received_header: bool = True  # add bybit.received_ms (``kafka.headers: full``)
-    dedup_field: str | None = None
+    dedup_field: str | tuple[str, ...] | None = None  # what identifies a record
     dedup: dict[str, RecentIds] = field(default_factory=dict)
     held: Holds = field(default_factory=Holds)  # symbols waiting for their seed (hold.py)
     book: bool = False  # a v5 book: continuity-checked
@@ -112,6 +120,14 @@ class Route:
         if not self.received_header:
             return self.headers
         return [*self.headers, ("bybit.received_ms", str(stamp.wall_ms).encode())]
+
+    def identity(self, rec: dict[str, Any]) -> str:
+        """The record's identity for de-duplication (``dedup_field`` is set)."""
+        field = self.dedup_field
+        if isinstance(field, str):
+            return str(rec[field])
+        assert field is not None
+        return "|".join(str(rec.get(f)) for f in field)
 
     def lag(self) -> HistogramChild:
         """The calling thread's ``event_lag_seconds`` child (lock-free children
@@ -364,11 +380,11 @@ class Pipeline:
             self.resubscribe(stream, topic_id, symbol)
 
     def _first_time(self, route: Route, rec: dict[str, Any]) -> bool:
-        symbol = rec.get("symbol", "")
+        symbol = rec.get("symbol") or ""
         seen = route.dedup.get(symbol)
         if seen is None:
             seen = route.dedup.setdefault(symbol, RecentIds(DEDUP_CAPACITY))
-        if seen.add(rec[route.dedup_field]):  # type: ignore[index]
+        if seen.add(route.identity(rec)):
             return True
         metrics.duplicates_suppressed_total.labels(route.stream, route.topic_id).inc()
         return False
