@@ -244,3 +244,51 @@ def _decoder(kind: str, fmt: str) -> Callable[[bytes], dict[str, Any]]:
         return out
 
     return decode
+
+
+BOOK_TAIL = 2000  # book records read back per partition: every book's last one
+
+
+def last_book_updates(config: Config, routes: Mapping[tuple[str, str], Route],
+                      subscriptions: Sequence[SubscriptionConfig],
+                      timeout: float = 10.0) -> dict[tuple[str, str], int | None]:
+    """Where each v5 book of ``subscriptions`` ends in Kafka: (topic id, symbol)
+    -> the ``update_id`` of its newest record, None if that record is a resync
+    marker (the chain waits for a snapshot). A book absent from the tail is absent.
+    A standby taking over continues each chain from there (``connector.standby``)."""
+    wanted: dict[str, tuple[Route, set[str]]] = {}
+    for sub in subscriptions:
+        route = routes.get((sub.stream, sub.topic_id))
+        if route is not None and route.book:
+            wanted.setdefault(route.kafka_topic, (route, set()))[1].update(sub.symbols)
+    out: dict[tuple[str, str], int | None] = {}
+    if not wanted:
+        return out
+    settings = {k: v for k, v in producer_settings(config.kafka).items()
+                if k in KafkaConsumer.DEFAULT_CONFIG and k != "client_id"}
+    deadline = time.monotonic() + timeout
+    try:
+        consumer = KafkaConsumer(**settings, group_id=None, enable_auto_commit=False,
+                                 client_id="bybit-kafka-connector-seed")
+    except KafkaError as exc:
+        log.warning("cannot read the books' tail (%s)", exc)
+        return out
+    try:
+        for topic, (route, symbols) in wanted.items():
+            decode = _decoder(route.kind, config.serialization.format)
+            for m in read_tail(consumer, topic, BOOK_TAIL, deadline):
+                try:
+                    rec = decode(m.value)
+                except (ValueError, KeyError, TypeError, EOFError, IndexError):
+                    continue
+                symbol = str(rec.get("symbol"))
+                # Depths may share a Kafka topic: a record names its Bybit topic.
+                if symbol in symbols and str(rec.get("bybit_topic")) == \
+                        f"{route.topic_id}.{symbol}":
+                    out[(route.topic_id, symbol)] = (None if rec.get("resync_reason")
+                                                     else int(rec["update_id"]))
+    except KafkaError as exc:
+        log.warning("reading the books' tail failed (%s)", exc)
+    finally:
+        consumer.close()
+    return out

@@ -200,9 +200,26 @@ class Pipeline:
             if route is not None and route.book:
                 self._books.expect_snapshot(topic_id, symbol)
 
-    def handle(self, event: Event) -> None:
-        """The connections' ``on_event``. Never raises for bad data."""
-        if self._archive is not None:
+    def route_of(self, event: Event) -> Route | None:
+        """The route a data event is written by (None: not routed, or not data)."""
+        if isinstance(event, V5Data):
+            return self._routes.get((event.stream, event.topic_id))
+        if isinstance(event, MarketData):
+            return self._routes.get((event.stream, market_topic_id(event)))
+        return None
+
+    def continue_book(self, topic_id: str, symbol: str, u: int | None) -> None:
+        """A standby takes over a book whose chain in Kafka ends at ``u`` (None: it
+        starts at a snapshot). Called before its frames are written again."""
+        if u is None:
+            self._books.expect_snapshot(topic_id, symbol)
+        else:
+            self._books.continue_at(topic_id, symbol, u)
+
+    def handle(self, event: Event, archive: bool = True) -> None:
+        """The connections' ``on_event``. Never raises for bad data. ``archive``
+        False: a frame archived already (a standby writing what it kept)."""
+        if archive and self._archive is not None:
             self._archive.write(event)
         if isinstance(event, MarketData):
             route = self._routes.get((event.stream, market_topic_id(event)))
