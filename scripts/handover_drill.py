@@ -36,12 +36,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from connector.config import load  # noqa: E402
-from connector.dev.consume import AvroDecoder, read_all  # noqa: E402
-from connector.dev.kafka_broker import KafkaBroker  # noqa: E402
-from connector.exchange import ExchangeServer  # noqa: E402
-from tests.integration.test_handover_v5 import GroundTruth  # noqa: E402
-from tests.integration.test_scaleout import Replica, start_replica  # noqa: E402
+from connector.config import load
+from connector.dev.consume import AvroDecoder, read_all
+from connector.dev.kafka_broker import KafkaBroker
+from connector.exchange import ExchangeServer
+from tests.integration.test_handover_v5 import GroundTruth
+from tests.integration.test_scaleout import Replica, start_replica
 
 
 def wait(check: Callable[[], bool], timeout: float) -> float:
