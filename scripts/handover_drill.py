@@ -132,7 +132,7 @@ subscriptions:
             for r in replicas:
                 cpu = (r.cpu_seconds() - cpu0[r.name]) / elapsed * 100
                 print(f"  {r.name}: CPU {cpu:.0f} % of a core, RSS {rss_mb(r):.0f} MB")
-            sent_rate = sum(1 for ts in truth.trades.values()
+            sent_rate = sum(1 for ts in list(truth.trades.values())
                             if ts >= int(time.time() * 1000) - 10_000) / 10
             print(f"  trades/s sent: {sent_rate:.0f}")
 
