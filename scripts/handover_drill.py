@@ -88,11 +88,14 @@ def main() -> int:
     parser.add_argument("--books", type=int, default=10)
     parser.add_argument("--settle", type=float, default=0.0,
                         help="seconds to wait after each event (default: 12, 28 with a standby)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print a few trades written twice, with when")
     args = parser.parse_args()
     settle = args.settle or (28.0 if args.standby else 12.0)
     symbols = [f"D{i:03d}USDT" for i in range(args.symbols)]
     books = symbols[:args.books]
     tmp = Path(tempfile.mkdtemp(prefix="drill-"))
+    print(f"replica logs in {tmp}")
     prefix, group = f"drill.{uuid.uuid4().hex[:6]}", f"drill-{uuid.uuid4().hex[:6]}"
 
     with KafkaBroker() as broker, ExchangeServer(port=0) as exchange:
@@ -175,6 +178,10 @@ subscriptions:
         got = read_all(broker.bootstrap_servers, [topic, book_topic], timeout=120)
         trades = [decoder.decode("v5_public_trade", m) for m in got[topic]]
         written = Counter(t["trade_id"] for t in trades)
+        copies: dict[str, list[int]] = {}  # trade id -> Kafka timestamps of its copies
+        for m, t in zip(got[topic], trades, strict=True):
+            if written[t["trade_id"]] > 1:
+                copies.setdefault(t["trade_id"], []).append(m.timestamp_ms)
         splices: list[int] = []  # Kafka timestamps of book records that break a chain
         chains: dict[str, int | None] = {}
         for m in got[book_topic]:
@@ -186,7 +193,7 @@ subscriptions:
                 chains[sym] = None
             else:
                 if chains.get(sym) is None or u != chains[sym] + 1:  # type: ignore[operator]
-                    splices.append(m.timestamp)
+                    splices.append(m.timestamp_ms)
                 chains[sym] = u
         print(f"\n{'event':24} {'sent':>7} {'lost':>6} {'twice':>6} {'longest gap':>12} "
               f"{'books rebuildable':>18}")
@@ -202,6 +209,11 @@ subscriptions:
             broken = sum(1 for ts in splices if at - 2000 <= ts < until)
             print(f"{name:24} {len(sent):>7} {len(lost):>6} {twice:>6} {gap:>10.1f} s "
                   f"{'yes' if not broken else f'no ({broken} splices)':>18}")
+            if args.verbose:
+                for t in sorted((t for t in sent if t in copies), key=sent.get)[:5]:
+                    print(f"    twice: {t} {truth.symbol_of.get(t)} traded "
+                          f"{(sent[t] - at) / 1000:+.1f} s, written at "
+                          f"{[round((c - at) / 1000, 1) for c in copies[t]]} s")
     return 0
 
 
