@@ -369,12 +369,15 @@ def start(config: Config, routes: Mapping[tuple[str, str], Any], sink: Any,
 
         def take_over(shard: int, subs: list[Any], frames: list[Any]) -> int:
             """Write what the standby kept that Kafka lacks (see ``connector.standby``)."""
+            written_until: dict[str, int] = {}
             handover.seed_trade_dedup(config, routes, subs, per_symbol=SEED_DEPTH,
-                                      timeout=standby.WRITE_SECONDS / 2)
+                                      timeout=standby.WRITE_SECONDS / 2,
+                                      last_written=written_until)
             ours = shard in runner.owned  # our own snapshot restarts its books
             ends = {} if ours else handover.last_book_updates(
                 config, routes, subs, timeout=standby.WRITE_SECONDS / 2)
-            todo, starts = standby.select(frames, pipeline.route_of, ends, books=not ours)
+            todo, starts = standby.select(frames, pipeline.route_of, ends, books=not ours,
+                                          written_until=written_until)
             for (topic_id, symbol), u in starts.items():
                 pipeline.continue_book(topic_id, symbol, u)
             for event in todo:

@@ -49,6 +49,8 @@ from connector.bybit.events import V5Data
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0  # how often the group's membership is read
+# A kept frame received this long before the owner's newest record was written by it.
+BEHIND_MS = 5000
 WRITE_SECONDS = 4.0  # bound of a take-over's tail reads, writes and flush (budgeted)
 
 # (shard, subscriptions, on_event) -> the shard's connections, built, not started.
@@ -85,7 +87,8 @@ def membership(description: Mapping[str, Any], topic: str) -> tuple[bool, set[st
 
 def select(events: Sequence[Any], route_of: Callable[[Any], Any],
            books_end: Mapping[tuple[str, str], int | None],
-           books: bool = True) -> tuple[list[Any], dict[tuple[str, str], int | None]]:
+           books: bool = True, written_until: Mapping[str, int] | None = None,
+           ) -> tuple[list[Any], dict[tuple[str, str], int | None]]:
     """What a standby writes of the frames it kept (pure).
 
     Returns the events to write in order, and per book where its chain resumes
@@ -95,7 +98,12 @@ def select(events: Sequence[Any], route_of: Callable[[Any], Any],
     the book in Kafka (``books_end``): a delta with ``u == end + 1``, or a
     snapshot with ``u > end``; a book the frames cannot continue is left out,
     as are all books when ``books`` is False (the new owner is this replica).
+    ``written_until``: per symbol, the Kafka time (ms) of the owner's newest
+    record; a kept frame with an identity received more than
+    ``BEHIND_MS`` before it was written by the owner (the owner writes a
+    symbol in order), and may be older than the ids the seed read back.
     """
+    until = written_until or {}
     out: list[Any] = []
     started: dict[tuple[str, str], int | None] = {}
     for event in events:
@@ -103,7 +111,9 @@ def select(events: Sequence[Any], route_of: Callable[[Any], Any],
         if route is None:
             continue
         if not route.book:
-            if route.dedup_field is not None:
+            last = until.get(getattr(event, "symbol", ""))
+            if route.dedup_field is not None and (
+                    last is None or event.stamp.wall_ms >= last - BEHIND_MS):
                 out.append(event)
             continue
         if not books or not isinstance(event, V5Data) or not event.items:

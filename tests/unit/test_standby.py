@@ -94,3 +94,19 @@ def test_the_buffer_is_bounded_by_age_and_by_bytes() -> None:
     time.sleep(0.25)
     buffer.append(trade(2))
     assert [e.items[0]["i"] for e in buffer.drain()] == ["2"]
+
+
+def test_kept_trades_long_before_the_owners_last_record_are_not_written_again() -> None:
+    """The owner writes a symbol in order: what the standby received well before
+    the owner's newest record in Kafka was written, and may be older than the
+    ids the seed read back (a standby keeps 30 s; the seed reads 500 ids)."""
+    trades_route = route("v5", "publicTrade", item_mapper, dedup="trade_id")
+    old = decode(json.dumps({"topic": "publicTrade.BTCUSDT", "ts": 1, "type": "snapshot",
+                             "data": [{"T": 1, "s": "BTCUSDT", "S": "Buy", "v": "1", "p": "1",
+                                       "i": "1", "BT": False}]}), "v5", Stamp(10_000, 1))
+    new = decode(json.dumps({"topic": "publicTrade.BTCUSDT", "ts": 1, "type": "snapshot",
+                             "data": [{"T": 1, "s": "BTCUSDT", "S": "Buy", "v": "1", "p": "1",
+                                       "i": "2", "BT": False}]}), "v5", Stamp(30_000, 1))
+    todo, _ = select([old, new], lambda e: trades_route, {},
+                     written_until={"BTCUSDT": 31_000})
+    assert todo == [new]
