@@ -227,10 +227,17 @@ class Connector:
         # builds, starts, seeds and stops their connections.
         if self.config.coordination is not None:
             _tune_gc_once()  # start-up heap complete; shards stream once assigned
-            self.coordinator = coordination.start(
-                self.config, routes, self.sink,
-                lambda cfg, suffix: build_connections(cfg, self.pipeline.handle,
-                                                     self.pipeline.expect_snapshot, suffix))
+            pipeline = self.pipeline
+
+            def build(cfg: Config, suffix: str,
+                      on_event: Callable[[Any], None] | None = None) -> list[Any]:
+                # A standby's connections only keep their frames (on_event given).
+                if on_event is not None:
+                    return build_connections(cfg, on_event, None, suffix)
+                return build_connections(cfg, pipeline.handle, pipeline.expect_snapshot, suffix)
+
+            self.coordinator = coordination.start(self.config, routes, self.sink, build,
+                                                  pipeline)
             log.info("started: coordination group %s, %d routes",
                      self.config.coordination.group, len(routes))
             return self

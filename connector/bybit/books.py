@@ -75,6 +75,12 @@ class BookTracker:
         book.last_u = None
         book.last_seq = None
 
+    def continue_at(self, topic_id: str, symbol: str, u: int) -> None:
+        """The book's chain in Kafka ends at ``u`` (written by a replica that is
+        gone): the next delta written must be ``u + 1`` (a standby's take-over)."""
+        book = self._books.setdefault((topic_id, symbol), _Book())
+        book.last_u, book.last_seq, book.reason = u, None, None
+
     def check(self, topic_id: str, symbol: str, is_snapshot: bool, u: int,
               seq: int | None = None) -> Verdict:
         """Judge one frame and, if ``ok``, advance the state (see module doc)."""

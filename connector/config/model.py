@@ -320,7 +320,19 @@ class CoordinationConfig:
         "(Kafka's session timeout; the broker's group.min.session.timeout.ms is 6 s by "
         "default)."))
     heartbeat_interval_seconds: float = field(default=1.0, metadata=doc(
-        "How often a replica heartbeats; also how soon it notices a rebalance."))
+        "How often a replica heartbeats; also how soon it notices a rebalance. At most a "
+        "third of `session_timeout_seconds`."))
+    standby: int = field(default=0, metadata=doc(
+        "Hot standby replicas per shard (0 or 1). With 1, every shard is also streamed, "
+        "unwritten, by one other replica that keeps the last seconds in memory; when the "
+        "owner dies, it writes what the owner had not written (so a kill -9 loses nothing "
+        "the standby received). Doubles the Bybit connections."))
+    standby_buffer_seconds: float = field(default=30.0, metadata=doc(
+        "How many seconds a standby keeps per shard; at least `session_timeout_seconds` "
+        "+ 10 (the crash must be detected and the hand-over overlap waited out)."))
+    standby_buffer_bytes: int = field(default=64 * 1024 * 1024, metadata=doc(
+        "Upper bound of a standby's memory per shard for frames kept (bytes of raw "
+        "frames); the oldest frames go first."))
 
     @property
     def coordination_topic(self) -> str:
@@ -774,6 +786,17 @@ def _check_coordination(coord: CoordinationConfig) -> None:
     if not KAFKA_TOPIC_RE.match(coord.coordination_topic):
         raise ConfigError("coordination.topic",
                           f"{coord.coordination_topic!r} is not a legal Kafka topic name")
+    if coord.standby not in (0, 1):
+        raise ConfigError("coordination.standby", f"{coord.standby} is not 0 or 1")
+    if coord.standby and coord.standby_buffer_seconds < coord.session_timeout_seconds + 10:
+        raise ConfigError("coordination.standby_buffer_seconds",
+                          f"{coord.standby_buffer_seconds} is less than session_timeout_seconds "
+                          f"+ 10 ({coord.session_timeout_seconds + 10:g})",
+                          "a standby must still hold what the dead owner did not write "
+                          "when the group notices the crash")
+    if coord.standby_buffer_bytes < 1024 * 1024:
+        raise ConfigError("coordination.standby_buffer_bytes",
+                          f"{coord.standby_buffer_bytes} is less than 1 MiB")
     if coord.heartbeat_interval_seconds * 3 > coord.session_timeout_seconds:
         raise ConfigError("coordination.heartbeat_interval_seconds",
                           f"{coord.heartbeat_interval_seconds} is more than a third of "

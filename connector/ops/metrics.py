@@ -241,6 +241,15 @@ rebalances_total = Counter(
     f"{PREFIX}_rebalances_total",
     "Consumer-group generations this replica joined (each rebalance it took part in).",
 )
+standby_shards = Gauge(
+    f"{PREFIX}_standby_shards",
+    "Shards this replica streams unwritten as a hot standby (coordination.standby).",
+)
+standby_frames_written_total = Counter(
+    f"{PREFIX}_standby_frames_written_total",
+    "Frames a standby wrote for an owner that left the group (their records already in "
+    "Kafka dropped by identity).",
+)
 shard_gap_seconds_total = Counter(
     f"{PREFIX}_shard_gap_seconds_total",
     "Seconds a shard taken over went unwritten: from the previous owner's last record "

@@ -55,10 +55,18 @@ from connector.serde.serializers import Serializer
 log = logging.getLogger(__name__)
 
 DEDUP_CAPACITY = 1000  # ids remembered per (stream, symbol); Bybit replays 60
-# v5 record field that identifies a record for de-duplication, per topic.
-V5_DEDUP_FIELDS = {"publicTrade": "trade_id", "execution": "exec_id",
-                   "execution.spot": "exec_id", "execution.fast": "exec_id",
-                   "execution.fast.spot": "exec_id"}
+# v5 record field(s) that identify a record for de-duplication, per topic: what two
+# owners of a shard both received during a hand-over is written once. An order
+# update is (order id, updated time); its status and reject reason are part of it
+# because Bybit documents a second ``Filled`` row when a cancel races the last fill,
+# which may carry the same updated time. A wallet row is one push of the account's
+# state: its message id (and account type, several rows may share a push).
+ORDER_IDENTITY = ("order_id", "updated_time", "order_status", "reject_reason")
+WALLET_IDENTITY = ("message_id", "account_type")
+V5_DEDUP_FIELDS: dict[str, str | tuple[str, ...]] = {
+    "publicTrade": "trade_id", "execution": "exec_id", "execution.spot": "exec_id",
+    "execution.fast": "exec_id", "execution.fast.spot": "exec_id",
+    "order": ORDER_IDENTITY, "order.spot": ORDER_IDENTITY, "wallet": WALLET_IDENTITY}
 
 
 class Sink(Protocol):
@@ -102,7 +110,7 @@ class Route:
     serializer: Serializer
     headers: list[tuple[str, bytes]]  # every record's (``kafka.headers``), but received_ms
     received_header: bool = True  # add bybit.received_ms (``kafka.headers: full``)
-    dedup_field: str | None = None
+    dedup_field: str | tuple[str, ...] | None = None  # what identifies a record
     dedup: dict[str, RecentIds] = field(default_factory=dict)
     held: Holds = field(default_factory=Holds)  # symbols waiting for their seed (hold.py)
     book: bool = False  # a v5 book: continuity-checked
@@ -113,6 +121,14 @@ class Route:
         if not self.received_header:
             return self.headers
         return [*self.headers, ("bybit.received_ms", str(stamp.wall_ms).encode())]
+
+    def identity(self, rec: dict[str, Any]) -> str:
+        """The record's identity for de-duplication (``dedup_field`` is set)."""
+        field = self.dedup_field
+        if isinstance(field, str):
+            return str(rec[field])
+        assert field is not None
+        return "|".join(str(rec.get(f)) for f in field)
 
     def lag(self) -> HistogramChild:
         """The calling thread's ``event_lag_seconds`` child (lock-free children
@@ -185,9 +201,26 @@ class Pipeline:
             if route is not None and route.book:
                 self._books.expect_snapshot(topic_id, symbol)
 
-    def handle(self, event: Event) -> None:
-        """The connections' ``on_event``. Never raises for bad data."""
-        if self._archive is not None:
+    def route_of(self, event: Event) -> Route | None:
+        """The route a data event is written by (None: not routed, or not data)."""
+        if isinstance(event, V5Data):
+            return self._routes.get((event.stream, event.topic_id))
+        if isinstance(event, MarketData):
+            return self._routes.get((event.stream, market_topic_id(event)))
+        return None
+
+    def continue_book(self, topic_id: str, symbol: str, u: int | None) -> None:
+        """A standby takes over a book whose chain in Kafka ends at ``u`` (None: it
+        starts at a snapshot). Called before its frames are written again."""
+        if u is None:
+            self._books.expect_snapshot(topic_id, symbol)
+        else:
+            self._books.continue_at(topic_id, symbol, u)
+
+    def handle(self, event: Event, archive: bool = True) -> None:
+        """The connections' ``on_event``. Never raises for bad data. ``archive``
+        False: a frame archived already (a standby writing what it kept)."""
+        if archive and self._archive is not None:
             self._archive.write(event)
         if isinstance(event, MarketData):
             route = self._routes.get((event.stream, market_topic_id(event)))
@@ -365,11 +398,11 @@ class Pipeline:
             self.resubscribe(stream, topic_id, symbol)
 
     def _first_time(self, route: Route, rec: dict[str, Any]) -> bool:
-        symbol = rec.get("symbol", "")
+        symbol = rec.get("symbol") or ""
         seen = route.dedup.get(symbol)
         if seen is None:
             seen = route.dedup.setdefault(symbol, RecentIds(DEDUP_CAPACITY))
-        if seen.add(rec[route.dedup_field]):  # type: ignore[index]
+        if seen.add(route.identity(rec)):
             return True
         metrics.duplicates_suppressed_total.labels(route.stream, route.topic_id).inc()
         return False

@@ -21,6 +21,9 @@ import threading
 from collections.abc import Callable, Iterable
 
 Write = Callable[[], object]
+# Held in place of symbols: every record of the route (a private stream's events
+# are not cut by symbol; its shard moves whole).
+EVERY = "*"
 
 
 class Holds:
@@ -47,23 +50,24 @@ class Holds:
 
     def defer(self, symbol: str, write: Write) -> bool:
         """Buffer ``write`` if ``symbol`` is held (True); False: write it now."""
-        if symbol not in self._held:
+        if symbol not in self._held and EVERY not in self._held:
             return False
         with self._lock:
-            if symbol not in self._held:  # released meanwhile: its buffer is written already
-                return False
+            if symbol not in self._held and EVERY not in self._held:
+                return False  # released meanwhile: its buffer is written already
             self._pending.append((symbol, write))
             return True
 
     def release(self, symbols: Iterable[str]) -> int:
         """Write ``symbols``' buffered records in arrival order, then stop holding
-        them. Returns the records released."""
+        them (``EVERY``: all). Returns the records released."""
         wanted = set(symbols)
+        every = EVERY in wanted
         with self._lock:
             keep: list[tuple[str, Write]] = []
             released = 0
             for symbol, write in self._pending:
-                if symbol in wanted:
+                if every or symbol in wanted:
                     write()
                     released += 1
                 else:

@@ -58,7 +58,7 @@ from kafka.structs import MemberState
 from connector.config.model import Config, CoordinationConfig, KafkaConfig
 from connector.errors import ConfigError, ConnectorError
 from connector.ops import metrics
-from connector.scaleout import handover, shards
+from connector.scaleout import handover, shards, standby
 from connector.scaleout.runner import STOP_SECONDS, ShardConnection, ShardRunner
 from connector.sink.admin import new_topic, producer_settings, refused_topic_settings
 
@@ -72,6 +72,11 @@ HANDOVER_OVERLAP_SECONDS = 3.0
 # stop (bounded by shard_runner.STOP_SECONDS) and flush.
 SEED_AFTER_SECONDS = HANDOVER_OVERLAP_SECONDS + STOP_SECONDS + 1.0
 SEED_DEPTH = 500  # trade ids read back per symbol: the overlap and a replay
+# A standby writes for a vanished owner after the owner's possible overlap, stop and
+# flush (a SIGTERM looks like a crash from the group); the new owner seeds after it.
+TAKEOVER_AFTER_SECONDS = SEED_AFTER_SECONDS
+SEED_AFTER_STANDBY_SECONDS = (SEED_AFTER_SECONDS + TAKEOVER_AFTER_SECONDS
+                              + 2 * standby.POLL_SECONDS + STOP_SECONDS + standby.WRITE_SECONDS)
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -164,17 +169,45 @@ class Coordinator:
         self._meta: Any = None
         self._generation = -1
         self.last_error: str | None = None
+        self.standby: standby.Standby | None = None
+        self._admin: Any = None
 
     def start(self) -> Coordinator:
         ensure_coordination_topic(self._kafka, self.topic, self.config.shards)
         self._thread.start()
+        if self.standby is not None:
+            self.standby.start()
         return self
+
+    def member_id(self) -> str | None:
+        """This replica's member id in the group, once a generation is stable."""
+        meta = self._meta
+        if meta is None or meta.state != MemberState.STABLE:
+            return None
+        return str(meta.member_id)
+
+    def describe_group(self) -> Any:
+        """The group as the broker describes it (members and their shards), or None
+        if Kafka cannot be asked now (the standby's view of the membership)."""
+        from kafka.admin import KafkaAdminClient
+
+        try:
+            if self._admin is None:
+                settings = {k: v for k, v in producer_settings(self._kafka).items()
+                            if k in KafkaAdminClient.DEFAULT_CONFIG}
+                self._admin = KafkaAdminClient(**settings)
+            return self._admin.describe_groups([self.config.group]).get(self.config.group)
+        except KafkaError as exc:
+            log.warning("standby: cannot describe group %s: %s", self.config.group, exc)
+            return None
 
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop streaming, flush, leave the group (the others take over at once)."""
+        if self.standby is not None:
+            self.standby.stop()
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout)
@@ -289,22 +322,27 @@ class Coordinator:
             "state": "stable" if stable else "joining",
             "generation": meta.generation_id if meta is not None else -1,
             "shards_owned": owned, "shards": shard_status}
+        if self.standby is not None:
+            body["standby"] = self.standby.status()
         if self.last_error:
             body["last_error"] = self.last_error
         return body
 
 
 def start(config: Config, routes: Mapping[tuple[str, str], Any], sink: Any,
-          build: Callable[[Config, str], Sequence[ShardConnection]]) -> Coordinator:
+          build: Callable[..., Sequence[ShardConnection]], pipeline: Any = None) -> Coordinator:
     """Start scale-out for ``config`` (whose ``coordination`` is set).
 
-    ``build(config, name_suffix)`` is the service's connection factory: the
-    connections of ``config.subscriptions``, not started, their names ending
-    in ``name_suffix`` (``.s<shard>``, unique in metrics and /readyz).
-    ``sink.flush`` is called on hand-over; ``routes`` are seeded on assignment.
+    ``build(config, name_suffix, on_event=None)`` is the service's connection
+    factory: the connections of ``config.subscriptions``, not started, their
+    names ending in ``name_suffix`` (``.s<shard>``, unique in metrics and
+    /readyz), handing their events to ``on_event`` (default: the pipeline).
+    ``sink.flush`` is called on hand-over; ``routes`` are seeded on assignment;
+    ``pipeline`` writes what a standby kept (``coordination.standby``).
     """
     coord = config.coordination
     assert coord is not None
+    plan = shards.plan(config.subscriptions, coord.shards)
 
     def build_shard(shard: int, subs: list[Any]) -> Sequence[ShardConnection]:
         return build(dataclasses.replace(config, subscriptions=subs), f".s{shard}")
@@ -315,9 +353,41 @@ def start(config: Config, routes: Mapping[tuple[str, str], Any], sink: Any,
                                   last_written=last_written)
         return last_written
 
-    runner = ShardRunner(shards.plan(config.subscriptions, coord.shards), build_shard,
+    with_standby = coord.standby > 0 and pipeline is not None
+    runner = ShardRunner(plan, build_shard,
                          sink.flush, on_shards_assigned, shards.keys_of(config.subscriptions),
                          hold=lambda subs: handover.hold(routes, subs),
                          release=lambda subs: handover.release(routes, subs),
-                         overlap=HANDOVER_OVERLAP_SECONDS, seed_after=SEED_AFTER_SECONDS)
-    return Coordinator(coord, config.kafka, runner).start()
+                         overlap=HANDOVER_OVERLAP_SECONDS,
+                         seed_after=SEED_AFTER_STANDBY_SECONDS if with_standby
+                         else SEED_AFTER_SECONDS)
+    coordinator = Coordinator(coord, config.kafka, runner)
+    if with_standby:
+        def build_shadow(shard: int, subs: list[Any],
+                         on_event: Callable[[Any], None]) -> Sequence[Any]:
+            return build(dataclasses.replace(config, subscriptions=subs),
+                         f".standby.s{shard}", on_event)
+
+        def take_over(shard: int, subs: list[Any], frames: list[Any]) -> int:
+            """Write what the standby kept that Kafka lacks (see ``connector.standby``)."""
+            written_until: dict[str, int] = {}
+            handover.seed_trade_dedup(config, routes, subs, per_symbol=SEED_DEPTH,
+                                      timeout=standby.WRITE_SECONDS / 2,
+                                      last_written=written_until)
+            ours = shard in runner.owned  # our own snapshot restarts its books
+            ends = {} if ours else handover.last_book_updates(
+                config, routes, subs, timeout=standby.WRITE_SECONDS / 2)
+            todo, starts = standby.select(frames, pipeline.route_of, ends, books=not ours,
+                                          written_until=written_until)
+            for (topic_id, symbol), u in starts.items():
+                pipeline.continue_book(topic_id, symbol, u)
+            for event in todo:
+                pipeline.handle(event, archive=False)
+            sink.flush(standby.WRITE_SECONDS / 4)
+            return len(todo)
+
+        coordinator.standby = standby.Standby(
+            coord.group, coord.coordination_topic, plan, coordinator.describe_group,
+            coordinator.member_id, build_shadow, take_over, coord.standby_buffer_seconds,
+            coord.standby_buffer_bytes, TAKEOVER_AFTER_SECONDS)
+    return coordinator.start()

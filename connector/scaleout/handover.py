@@ -37,12 +37,16 @@ from connector import records
 from connector.config.model import Config, SubscriptionConfig
 from connector.pipeline.core import DEDUP_CAPACITY, Route
 from connector.pipeline.dedup import RecentIds
+from connector.pipeline.hold import EVERY
+from connector.pipeline.tail import read_tail
+from connector.scaleout.shards import PRIVATE_STREAMS
 from connector.serde.serializers import _without_logical_types
 from connector.sink.kafka_sink import producer_settings
 
 log = logging.getLogger(__name__)
 
 REPLAY_DEPTH = 60  # records read back per symbol and partition: Bybit replays 60 trades
+PRIVATE_DEPTH = 500  # private records read back per partition on a hand-over
 
 
 def _held_symbols(routes: Mapping[tuple[str, str], Route],
@@ -50,7 +54,11 @@ def _held_symbols(routes: Mapping[tuple[str, str], Route],
     out = []
     for sub in subscriptions:
         route = routes.get((sub.stream, sub.topic_id))
-        if route is not None and (route.dedup_field is not None or route.book) and sub.symbols:
+        if route is None or (route.dedup_field is None and not route.book):
+            continue
+        if sub.stream in PRIVATE_STREAMS:
+            out.append((route, [EVERY]))  # not cut by symbol: the whole route waits
+        elif sub.symbols:
             out.append((route, list(sub.symbols)))
     return out
 
@@ -84,12 +92,16 @@ def seed_trade_dedup(config: Config, routes: Mapping[tuple[str, str], Route],
     its newest record found: where the previous writer stopped, so the new
     owner can report the gap (``ShardRunner``)."""
     wanted: dict[str, tuple[Route, set[str]]] = {}  # kafka topic -> (route, symbols)
+    private: dict[str, Route] = {}  # kafka topic -> route: read whole (not cut by symbol)
     for sub in subscriptions:
         route = routes.get((sub.stream, sub.topic_id))
         if route is None or route.dedup_field is None:
             continue
+        if sub.stream in PRIVATE_STREAMS:
+            private[route.kafka_topic] = route
+            continue
         wanted.setdefault(route.kafka_topic, (route, set()))[1].update(sub.symbols)
-    if not wanted:
+    if not wanted and not private:
         return 0
     symbols_per_topic: dict[str, list[str]] = {}
     for sub in config.subscriptions:
@@ -111,6 +123,9 @@ def seed_trade_dedup(config: Config, routes: Mapping[tuple[str, str], Route],
                                   symbols_per_topic.get(topic, []), per_symbol,
                                   started + timeout, config.serialization.format,
                                   last_written if last_written is not None else {})
+        for topic, route in private.items():
+            seeded += _seed_private(consumer, topic, route, started + timeout,
+                                    config.serialization.format)
     except KafkaError as exc:
         log.warning("seeding trade de-duplication failed (%s); a replay may be written "
                     "twice", exc)
@@ -118,6 +133,29 @@ def seed_trade_dedup(config: Config, routes: Mapping[tuple[str, str], Route],
         consumer.close()
     log.info("seeded %d trade ids for %d symbols in %.2f s", seeded,
              sum(len(s) for _, s in wanted.values()), time.monotonic() - started)
+    return seeded
+
+
+def _seed_private(consumer: KafkaConsumer, topic: str, route: Route, deadline: float,
+                  fmt: str) -> int:
+    """A private topic's last ``PRIVATE_DEPTH`` records per partition: their
+    identities (exec id, order id and updated time, wallet push) join the
+    de-duplication, so what the previous owner wrote during the overlap is not
+    written again."""
+    decode = _decoder(route.kind, fmt)
+    seeded = 0
+    for m in read_tail(consumer, topic, PRIVATE_DEPTH, deadline):
+        try:
+            rec = decode(m.value)
+            identity = route.identity(rec)
+        except (ValueError, KeyError, TypeError, EOFError, IndexError):
+            continue
+        symbol = rec.get("symbol") or ""
+        seen = route.dedup.get(symbol)
+        if seen is None:
+            seen = route.dedup.setdefault(symbol, RecentIds(DEDUP_CAPACITY))
+        seen.add(identity)
+        seeded += 1
     return seeded
 
 
@@ -133,15 +171,13 @@ def _seed_topic(consumer: KafkaConsumer, topic: str, route: Route, symbols: set[
 
     per_partition = Counter(partition(s) for s in all_symbols)
     decode = _decoder(route.kind, fmt)
-    field = route.dedup_field
-    assert field is not None
     seeded = 0
     for p in sorted({partition(s) for s in symbols}):
         tp = TopicPartition(topic, p)
         mine = {s for s in symbols if partition(s) == p}
         found = _read_back(consumer, tp, mine, per_symbol,
-                           per_symbol * max(1, per_partition[p]), deadline, decode, field,
-                           last_written)
+                           per_symbol * max(1, per_partition[p]), deadline, decode,
+                           route.identity, last_written)
         for symbol, trade_ids in found.items():
             seen = route.dedup.get(symbol)
             if seen is None:
@@ -154,7 +190,8 @@ def _seed_topic(consumer: KafkaConsumer, topic: str, route: Route, symbols: set[
 
 def _read_back(consumer: KafkaConsumer, tp: TopicPartition, symbols: set[str],
                per_symbol: int, step: int, deadline: float,
-               decode: Callable[[bytes], dict[str, Any]], field: str,
+               decode: Callable[[bytes], dict[str, Any]],
+               identity: Callable[[dict[str, Any]], str],
                last_written: dict[str, int]) -> dict[str, list[str]]:
     """The last ``per_symbol`` ids of each of ``symbols`` in ``tp``: read backwards
     from the end in chunks (doubling) until each has them, or the partition's
@@ -186,7 +223,7 @@ def _read_back(consumer: KafkaConsumer, tp: TopicPartition, symbols: set[str],
                     if m.timestamp > last_written.get(symbol, -1):
                         last_written[symbol] = m.timestamp
                     try:
-                        chunk.setdefault(symbol, []).append(str(decode(m.value)[field]))
+                        chunk.setdefault(symbol, []).append(identity(decode(m.value)))
                     except (ValueError, KeyError, TypeError, EOFError, IndexError):
                         continue  # not ours to judge here; the topic's reader will
             done = done or consumer.position(tp) >= hi  # gaps (compaction, markers)
@@ -207,3 +244,51 @@ def _decoder(kind: str, fmt: str) -> Callable[[bytes], dict[str, Any]]:
         return out
 
     return decode
+
+
+BOOK_TAIL = 2000  # book records read back per partition: every book's last one
+
+
+def last_book_updates(config: Config, routes: Mapping[tuple[str, str], Route],
+                      subscriptions: Sequence[SubscriptionConfig],
+                      timeout: float = 10.0) -> dict[tuple[str, str], int | None]:
+    """Where each v5 book of ``subscriptions`` ends in Kafka: (topic id, symbol)
+    -> the ``update_id`` of its newest record, None if that record is a resync
+    marker (the chain waits for a snapshot). A book absent from the tail is absent.
+    A standby taking over continues each chain from there (``connector.standby``)."""
+    wanted: dict[str, tuple[Route, set[str]]] = {}
+    for sub in subscriptions:
+        route = routes.get((sub.stream, sub.topic_id))
+        if route is not None and route.book:
+            wanted.setdefault(route.kafka_topic, (route, set()))[1].update(sub.symbols)
+    out: dict[tuple[str, str], int | None] = {}
+    if not wanted:
+        return out
+    settings = {k: v for k, v in producer_settings(config.kafka).items()
+                if k in KafkaConsumer.DEFAULT_CONFIG and k != "client_id"}
+    deadline = time.monotonic() + timeout
+    try:
+        consumer = KafkaConsumer(**settings, group_id=None, enable_auto_commit=False,
+                                 client_id="bybit-kafka-connector-seed")
+    except KafkaError as exc:
+        log.warning("cannot read the books' tail (%s)", exc)
+        return out
+    try:
+        for topic, (route, symbols) in wanted.items():
+            decode = _decoder(route.kind, config.serialization.format)
+            for m in read_tail(consumer, topic, BOOK_TAIL, deadline):
+                try:
+                    rec = decode(m.value)
+                except (ValueError, KeyError, TypeError, EOFError, IndexError):
+                    continue
+                symbol = str(rec.get("symbol"))
+                # Depths may share a Kafka topic: a record names its Bybit topic.
+                if symbol in symbols and str(rec.get("bybit_topic")) == \
+                        f"{route.topic_id}.{symbol}":
+                    out[(route.topic_id, symbol)] = (None if rec.get("resync_reason")
+                                                     else int(rec["update_id"]))
+    except KafkaError as exc:
+        log.warning("reading the books' tail failed (%s)", exc)
+    finally:
+        consumer.close()
+    return out

@@ -141,10 +141,9 @@ class ShardRunner:
         with self._lock:
             self._owned -= revoked
             moving = revoked & {s for s, r in self._running.items() if r.leaving_at is None}
-            # Private shards are not held nor seeded by symbol: an overlap would write
-            # their events twice, so they are let go of at once.
-            now = {s for s in moving if not linger or self._overlap <= 0 or any(
-                sub.stream in shards.PRIVATE_STREAMS for sub in self._running[s].subscriptions)}
+            # Private shards too: the next owner holds their events and drops what we
+            # wrote by identity (exec id, order id and updated time, wallet push).
+            now = moving if not linger or self._overlap <= 0 else set()
             lingering = moving - now
             if lingering:
                 deadline = time.monotonic() + self._overlap

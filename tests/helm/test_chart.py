@@ -371,6 +371,12 @@ def test_replicas_share_the_work_out_of_the_box(tmp_path: Path) -> None:
     assert by_kind(docs, "PodDisruptionBudget")[0]["spec"]["maxUnavailable"] == 1
     for doc in docs:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    # A standby is passed on, and the rollout waits for its take-over before the next pod.
+    standby = render("--set", "replicaCount=3", "--set", "coordination.standby=1")
+    config = yaml.safe_load(next(d for d in by_kind(standby, "ConfigMap")
+                                 if "config.yaml" in d["data"])["data"]["config.yaml"])
+    assert config["coordination"]["standby"] == 1
+    assert by_kind(standby, "Deployment")[0]["spec"]["minReadySeconds"] >= 23
     # One replica stays as it was: no coordination, Recreate, no PDB, no anti-affinity.
     single = render()
     assert "coordination" not in yaml.safe_load(next(

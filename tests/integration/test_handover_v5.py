@@ -39,12 +39,13 @@ WINDOW_MS = 15_000  # a hand-over's window: trades lost outside it fail the test
 class GroundTruth:
     """An independent v5 client subscribed to every trade topic: what was sent."""
 
-    def __init__(self, exchange: ExchangeServer) -> None:
+    def __init__(self, exchange: ExchangeServer, symbols: list[str] = SYMBOLS) -> None:
         self.ws = websocket.create_connection(exchange.url + "/v5/public/spot", timeout=5)
-        topics = [f"publicTrade.{s}" for s in SYMBOLS]
+        topics = [f"publicTrade.{s}" for s in symbols]
         for i in range(0, len(topics), 10):
             self.ws.send(json.dumps({"op": "subscribe", "args": topics[i:i + 10]}))
         self.trades: dict[str, int] = {}  # trade id -> trade time (ms)
+        self.symbol_of: dict[str, str] = {}  # trade id -> symbol
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -63,6 +64,7 @@ class GroundTruth:
             if str(frame.get("topic", "")).startswith("publicTrade."):
                 for item in frame["data"]:
                     self.trades[item["i"]] = item["T"]
+                    self.symbol_of[item["i"]] = item["s"]
 
     def close(self) -> None:
         self._stop.set()

@@ -81,3 +81,41 @@ def test_a_release_keeps_the_arrival_order_across_symbols() -> None:
     handover.release(routes, subs)
     assert [(r["symbol"], int(r["trade_id"])) for r in sink.records()] == [
         ("ETHUSDT", 0), ("BTCUSDT", 1), ("ETHUSDT", 2), ("BTCUSDT", 3)]
+
+
+def test_a_private_shard_is_held_whole_and_orders_are_dropped_by_identity() -> None:
+    """A private stream is not cut by symbol: every record of its routes waits for
+    the seed; an order update the previous owner wrote is dropped by (order id,
+    updated time, status, reject reason), while Bybit's documented second
+    ``Filled`` row (same order, same time, another reject reason) is kept."""
+    from connector.pipeline.core import ORDER_IDENTITY
+
+    def orders(data: Any) -> list[dict[str, Any]]:
+        return [{"symbol": i["symbol"], "order_id": i["orderId"], "order_status": i["orderStatus"],
+                 "updated_time": int(i["updatedTime"]), "reject_reason": i["rejectReason"]}
+                for i in data.items]
+
+    def frame(*rows: tuple[str, str, int, str]) -> str:
+        return json.dumps({"id": "m", "topic": "order.spot", "creationTime": 1, "data": [
+            {"symbol": "BTCUSDT", "orderId": o, "orderStatus": st, "updatedTime": str(t),
+             "rejectReason": r} for o, st, t, r in rows]})
+
+    sink = RecordingSink()
+    order_route = route("v5-private", "order.spot", orders)
+    order_route.dedup_field = ORDER_IDENTITY
+    routes = {("v5-private", "order.spot"): order_route}
+    subs = [SubscriptionConfig(stream="v5-private", topic="order.spot")]
+    pipe = Pipeline(routes, sink)
+    handover.hold(routes, subs)
+    pipe.handle(decode(frame(("1", "New", 5, "EC_NoError")), "v5-private", Stamp(1, 1)))
+    pipe.handle(decode(frame(("1", "Filled", 7, "EC_NoError"),
+                             ("1", "Filled", 7, "EC_OrigClOrdIDDoesNotExist")),
+                       "v5-private", Stamp(1, 1)))
+    assert sink.records() == []  # held: the previous owner may have written them
+    seen = order_route.dedup.setdefault("BTCUSDT", RecentIds(100))
+    seen.add(order_route.identity({"order_id": "1", "updated_time": 5, "order_status": "New",
+                                   "reject_reason": "EC_NoError"}))  # found in Kafka's tail
+    assert handover.release(routes, subs) == 2
+    assert [(r["order_status"], r["reject_reason"]) for r in sink.records()] == [
+        ("Filled", "EC_NoError"), ("Filled", "EC_OrigClOrdIDDoesNotExist")]
+    assert not order_route.held

@@ -5,10 +5,10 @@ from __future__ import annotations
 import confluent_kafka
 import pytest
 
-from connector.config.kafka_keys import allowed_settings, unknown_settings
+from connector.config.kafka_keys import LIBRDKAFKA_KEYS, allowed_settings, unknown_settings
 from connector.config.model import KafkaConfig, KafkaSecurity, Secret
 from connector.sink.producers import CLIENTS, reason_of
-from connector.sink.producers.confluent import LIBRDKAFKA_KEYS, producer_settings
+from connector.sink.producers.confluent import producer_settings
 from connector.sink.producers.kafka_python import producer_settings as kafka_python_settings
 
 

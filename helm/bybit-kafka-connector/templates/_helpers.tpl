@@ -87,6 +87,9 @@ it. A subscription to a private stream (any stream whose name ends in
 {{- end -}}
 {{- if and (include "bkc.coordinated" .) (not $config.coordination) -}}
 {{- $_ := set $config "coordination" (dict "group" (default (include "bkc.fullname" .) .Values.coordination.group) "shards" (int .Values.coordination.shards)) -}}
+{{- if gt (int .Values.coordination.standby) 0 -}}
+{{- $_ := set $config.coordination "standby" (int .Values.coordination.standby) -}}
+{{- end -}}
 {{- end -}}
 {{- toYaml $config -}}
 {{- end -}}
