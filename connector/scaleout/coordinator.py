@@ -369,7 +369,7 @@ def start(config: Config, routes: Mapping[tuple[str, str], Any], sink: Any,
                          f".standby.s{shard}", on_event)
 
         def take_over(shard: int, subs: list[Any], frames: list[Any]) -> int:
-            """Write what the standby kept that Kafka lacks (see ``connector.standby``)."""
+            """Write what the standby kept that Kafka lacks (see ``connector.scaleout.standby``)."""
             written_until: dict[str, int] = {}
             handover.seed_trade_dedup(config, routes, subs, per_symbol=SEED_DEPTH,
                                       timeout=standby.WRITE_SECONDS / 2,

@@ -255,7 +255,7 @@ def last_book_updates(config: Config, routes: Mapping[tuple[str, str], Route],
     """Where each v5 book of ``subscriptions`` ends in Kafka: (topic id, symbol)
     -> the ``update_id`` of its newest record, None if that record is a resync
     marker (the chain waits for a snapshot). A book absent from the tail is absent.
-    A standby taking over continues each chain from there (``connector.standby``)."""
+    A standby taking over continues each chain from there (``connector.scaleout.standby``)."""
     wanted: dict[str, tuple[Route, set[str]]] = {}
     for sub in subscriptions:
         route = routes.get((sub.stream, sub.topic_id))

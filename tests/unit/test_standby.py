@@ -1,4 +1,4 @@
-"""The hot standby's pure core (``connector.standby``): who stands by for whom,
+"""The hot standby's pure core (``connector.scaleout.standby``): who stands by for whom,
 the group's membership as the broker describes it, what a standby writes of the
 frames it kept, and how much it keeps."""
 
@@ -9,10 +9,9 @@ import time
 from collections import Counter
 from typing import Any
 
-from connector.standby import ShadowBuffer, membership, select, standby_of
-
 from connector.bybit.events import Stamp
 from connector.bybit.v5.frames import decode
+from connector.scaleout.standby import ShadowBuffer, membership, select, standby_of
 from tests.unit.test_pipeline_v5 import item_mapper, route
 
 
