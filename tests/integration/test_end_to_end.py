@@ -188,7 +188,7 @@ def test_every_topic_lands_exactly_as_sent(kafka_broker: KafkaBroker, exchange: 
     config = make_config(exchange, kafka_broker.bootstrap_servers, ALL_TOPICS, "e2e.all",
                          client=kafka_client)
     messages, connector = run_and_collect(exchange, config, kafka_broker.bootstrap_servers, 3)
-    assert connector.sink.kafka_sink is not None
+    assert connector.sink is not None
     decoder = AvroDecoder()
     sent = sent_items(exchange)
     by_kind = kinds(config)
@@ -219,7 +219,7 @@ def test_every_topic_lands_exactly_as_sent(kafka_broker: KafkaBroker, exchange: 
             if sub.topic == "diffDepth":
                 assert [r["is_snapshot"] for r in records[:2]] == [True, False]
     assert messages[config.kafka.dead_letter_topic] == []
-    assert connector.sink.kafka_sink is not None and connector.sink.kafka_sink.pending == 0
+    assert connector.sink is not None and connector.sink.pending == 0
 
 
 def test_reconnect_writes_no_duplicate_trades(kafka_broker: KafkaBroker,
@@ -387,8 +387,8 @@ def test_metrics_move_during_a_run(kafka_broker: KafkaBroker, exchange: Exchange
     config = make_config(exchange, kafka_broker.bootstrap_servers, subs, "e2e.metrics")
     config = loads(json.dumps({**_as_dict(config), "metrics": {"port": 0}}), env={})
     connector = Connector(config).start()
-    assert connector.ops.health is not None
-    port = connector.ops.health.port
+    assert connector.health is not None
+    port = connector.health.port
 
     def scrape() -> dict[str, float]:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
