@@ -59,7 +59,12 @@ from connector.config.model import Config, CoordinationConfig, KafkaConfig
 from connector.errors import ConfigError, ConnectorError
 from connector.ops import metrics
 from connector.scaleout import handover, shards, standby
-from connector.scaleout.runner import STOP_SECONDS, ShardConnection, ShardRunner
+from connector.scaleout.runner import (
+    FLUSH_ON_REVOKE_SECONDS,
+    STOP_SECONDS,
+    ShardConnection,
+    ShardRunner,
+)
 from connector.sink.admin import new_topic, producer_settings, refused_topic_settings
 
 log = logging.getLogger(__name__)
@@ -69,8 +74,10 @@ POLL_SECONDS = 0.2
 # subscribed before it lets go (a rebalance and a subscribe take ~1.2 s here).
 HANDOVER_OVERLAP_SECONDS = 3.0
 # The new owner reads the Kafka tail after the old owner's overlap, its connections'
-# stop (bounded by shard_runner.STOP_SECONDS) and flush.
-SEED_AFTER_SECONDS = HANDOVER_OVERLAP_SECONDS + STOP_SECONDS + 1.0
+# stop and its flush, each bounded (runner.STOP_SECONDS, runner.FLUSH_ON_REVOKE_SECONDS):
+# reading it before the old owner's last records land writes those trades twice
+# (seen on a loaded machine with the flush left out of this sum).
+SEED_AFTER_SECONDS = HANDOVER_OVERLAP_SECONDS + STOP_SECONDS + FLUSH_ON_REVOKE_SECONDS + 1.0
 SEED_DEPTH = 500  # trade ids read back per symbol: the overlap and a replay
 # A standby writes for a vanished owner after the owner's possible overlap, stop and
 # flush (a SIGTERM looks like a crash from the group); the new owner seeds after it.

@@ -30,7 +30,7 @@ from connector.bybit.v5.protocol import auth_expires, build_auth
 from connector.dev.consume import AvroDecoder, read_all
 from connector.dev.kafka_broker import KafkaBroker
 from connector.exchange import ExchangeServer
-from connector.scaleout import shards
+from connector.scaleout import coordinator, shards
 from tests.integration.test_scaleout import Replica, start_replica, wait_for
 
 pytestmark = pytest.mark.integration
@@ -132,7 +132,8 @@ subscriptions:
         rest = [r for r in replicas if r is not first]
         wait_for("the other replica to take the private shard over",
                  lambda: owner(rest) is rest[0], 60, replicas)
-        time.sleep(12)  # past the new owner's seed, which releases what it held
+        # Past the new owner's seed, which releases what it held.
+        time.sleep(coordinator.SEED_AFTER_SECONDS + 5)
         until_ms = int(time.time() * 1000) - 2000
     finally:
         truth.close()

@@ -25,6 +25,7 @@ from connector.config.model import load
 from connector.dev.consume import AvroDecoder, read_all
 from connector.dev.kafka_broker import KafkaBroker
 from connector.exchange import ExchangeServer
+from connector.scaleout import coordinator
 from tests.integration import test_handover_v5 as handover
 from tests.integration.test_scaleout import Replica, start_replica, wait_for
 
@@ -89,7 +90,8 @@ subscriptions:
         wait_for("a standby to write the dead owner's shards",
                  lambda: any("wrote again" in r.log.read_text() for r in replicas)
                  and handover.ready(replicas), 40, replicas)
-        time.sleep(14)  # the new owners seed after the standby wrote, then release
+        # The new owners seed after the standby wrote, then release what they held.
+        time.sleep(coordinator.SEED_AFTER_STANDBY_SECONDS - coordinator.TAKEOVER_AFTER_SECONDS - 2)
         ended_ms = int(time.time() * 1000) - 2000
     finally:
         truth.close()
