@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from connector import __version__
-from connector.config.model import Config, load
+from connector.config.load import load
+from connector.config.model import Config
 from connector.errors import ConfigError, ConnectorError
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2

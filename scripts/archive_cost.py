@@ -31,7 +31,7 @@ import lz4.frame
 from connector.archive.writer import Archive
 from connector.bybit.events import Stamp
 from connector.bybit.v5 import frames as v5_frames
-from connector.config.model import loads
+from connector.config.load import loads
 from connector.service import serializer_factory
 
 SYMBOLS = [f"SYM{i}USDT" for i in range(18)] + ["BTCUSDT", "ETHUSDT"]

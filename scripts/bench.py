@@ -190,7 +190,7 @@ subscriptions: {subs}
     for line in err.splitlines():
         if "lost=" in line:
             lost = int(line.rsplit("lost=", 1)[1].split()[0])
-    from connector.config.model import loads
+    from connector.config.load import loads
 
     cfg = loads(config, env={})
     kinds = {cfg.kafka_topic(s): s.spec.kind for s in cfg.subscriptions}

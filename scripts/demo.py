@@ -28,7 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from connector.config.model import load  # noqa: E402
+from connector.config.load import load  # noqa: E402
 from connector.dev.consume import AvroDecoder, read_all  # noqa: E402
 from connector.dev.kafka_broker import KafkaBroker  # noqa: E402
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from connector.config.model import load
+from connector.config.load import load
 from connector.dev.consume import AvroDecoder, read_all
 from connector.dev.kafka_broker import KafkaBroker
 from connector.exchange import ExchangeServer

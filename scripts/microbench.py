@@ -291,7 +291,7 @@ def bench_pipeline(n: int, rounds: int, clients: list[str], profile: str | None,
     from connector.archive.writer import Archive, archive_topics
     from connector.bybit.events import Stamp
     from connector.bybit.legacy.frames import decode
-    from connector.config.model import loads
+    from connector.config.load import loads
     from connector.dev.kafka_broker import KafkaBroker
     from connector.ops.runtime import tune_gc
     from connector.pipeline.core import Pipeline, build_routes

@@ -284,7 +284,7 @@ def run_consume(topic: str, bootstrap_servers: list[str] | None, config_path: st
 def _consume(topic: str, bootstrap_servers: list[str] | None, config_path: str | None,
              from_beginning: bool, max_messages: int | None, idle_timeout: float | None,
              out: Any) -> int:
-    from connector.config.model import load
+    from connector.config.load import load
     from connector.sink.admin import tcp_probe
     from connector.sink.kafka_sink import producer_settings
     from connector.sink.probe import probe

@@ -27,7 +27,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 
 from connector.bybit.events import Stamp
 from connector.bybit.v5.frames import decode
-from connector.config.model import loads
+from connector.config.load import loads
 from connector.dev.consume import AvroDecoder, read_all
 from connector.dev.kafka_broker import KafkaBroker
 from connector.exchange import ExchangeServer

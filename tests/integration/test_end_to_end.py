@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from connector.config.model import Config, loads
+from connector.config.load import loads
+from connector.config.model import Config
 from connector.dev.consume import AvroDecoder, Message, read_all
 from connector.dev.kafka_broker import KafkaBroker, free_port
 from connector.exchange import ExchangeServer

@@ -29,7 +29,8 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from connector.config.model import Config, loads
+from connector.config.load import loads
+from connector.config.model import Config
 from connector.dev.consume import AvroDecoder, Message, read_all
 from connector.dev.kafka_broker import KafkaBroker
 from connector.exchange import ExchangeServer

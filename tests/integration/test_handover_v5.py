@@ -164,7 +164,7 @@ subscriptions:
             except subprocess.TimeoutExpired:
                 r.proc.kill()
 
-    from connector.config.model import load
+    from connector.config.load import load
 
     cfg = load(config(0))
     book_topic = next(cfg.kafka_topic(sub) for sub in cfg.subscriptions

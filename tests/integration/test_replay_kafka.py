@@ -24,7 +24,8 @@ from connector.archive.writer import Archive, archive_topics
 from connector.bybit.events import Stamp
 from connector.bybit.v5 import frames as v5_frames
 from connector.cli import main
-from connector.config.model import Config, loads
+from connector.config.load import loads
+from connector.config.model import Config
 from connector.dev.consume import Message, read_all
 from connector.dev.kafka_broker import KafkaBroker
 from connector.pipeline.core import Pipeline, build_routes

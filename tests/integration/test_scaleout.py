@@ -274,7 +274,7 @@ def test_one_replica_owns_every_shard_and_reports_it(kafka_broker: KafkaBroker,
     """In-process: a lone replica streams everything; /readyz and metrics say so."""
     from prometheus_client import REGISTRY
 
-    from connector.config.model import loads
+    from connector.config.load import loads
     from connector.service import Connector
 
     config = loads(f"""

@@ -12,7 +12,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient as ConfluentReg
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from connector.config.model import loads
+from connector.config.load import loads
 from connector.dev.consume import read_all
 from connector.dev.kafka_broker import KafkaBroker
 from connector.dev.schema_registry import SchemaRegistry

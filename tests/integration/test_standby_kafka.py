@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from connector.config.model import load
+from connector.config.load import load
 from connector.dev.consume import AvroDecoder, read_all
 from connector.dev.kafka_broker import KafkaBroker
 from connector.exchange import ExchangeServer

@@ -8,7 +8,7 @@ import pytest
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from connector.config.model import loads
+from connector.config.load import loads
 from connector.dev.kafka_broker import KafkaBroker
 from connector.errors import ConfigError
 from connector.sink.admin import ensure_topics

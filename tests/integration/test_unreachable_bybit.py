@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from connector.config.model import loads
+from connector.config.load import loads
 from connector.dev.kafka_broker import KafkaBroker, free_port
 from connector.service import Connector
 

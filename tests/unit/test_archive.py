@@ -21,7 +21,8 @@ from connector.archive.writer import Archive, archive_topics
 from connector.bybit.events import Stamp
 from connector.bybit.legacy import frames
 from connector.bybit.v5 import frames as v5_frames
-from connector.config.model import Config, loads
+from connector.config.load import loads
+from connector.config.model import Config
 from connector.dev.consume import _plain
 from connector.errors import ConfigError, ConnectorError
 from connector.pipeline.core import DEAD_LETTER_FRAME_MAX, Pipeline, build_routes

@@ -25,7 +25,7 @@ from prometheus_client import REGISTRY
 from connector.bybit.books import LOST_REASONS, book_in_raw, missing_side
 from connector.bybit.events import Stamp
 from connector.bybit.v5.frames import decode
-from connector.config.model import loads
+from connector.config.load import loads
 from connector.ops import metrics
 from connector.pipeline.core import Pipeline, build_routes
 from connector.records import load_schema

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from connector.config import schema as config_schema
-from connector.config.model import Secret, load, loads
+from connector.config.load import load, loads
+from connector.config.model import Secret
 from connector.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

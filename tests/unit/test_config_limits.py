@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from connector.config.limits import MAX_CONFIG_BYTES, MAX_NODES, MAX_SECRET_FILE_BYTES
-from connector.config.model import load, loads
+from connector.config.load import load, loads
 from connector.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

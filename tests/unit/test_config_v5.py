@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from connector.config.model import loads
+from connector.config.load import loads
 from connector.errors import ConfigError
 from connector.service import plan_groups, subscriptions_by_stream
 

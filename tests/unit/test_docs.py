@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from connector.config.model import load
+from connector.config.load import load
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"

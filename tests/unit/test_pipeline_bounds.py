@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from connector.bybit.events import Stamp, Undecodable
 from connector.bybit.legacy import frames
-from connector.config.model import loads
+from connector.config.load import loads
 from connector.ops import metrics
 from connector.pipeline.core import Pipeline, build_routes
 from connector.records import load_schema

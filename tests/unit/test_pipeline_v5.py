@@ -224,7 +224,7 @@ needs_mappers = pytest.mark.skipif("v5_orderbook" not in records.MAPPERS,
 
 @needs_mappers
 def test_real_book_mapper_gap_marker_and_tagged_snapshot() -> None:
-    from connector.config.model import loads
+    from connector.config.load import loads
     from connector.pipeline.core import build_routes
     from connector.service import serializer_factory
     config = loads('kafka: {bootstrap_servers: ["127.0.0.1:9092"]}\nsubscriptions:\n'
@@ -249,7 +249,7 @@ def test_real_book_mapper_gap_marker_and_tagged_snapshot() -> None:
 def test_kafka_headers_full_or_minimal(headers: str) -> None:
     """``kafka.headers: minimal`` keeps only what decoding needs (the schema
     fingerprint); the record still holds stream, topic and receive time."""
-    from connector.config.model import loads
+    from connector.config.load import loads
     from connector.pipeline.core import build_routes
     from connector.serde.serializers import FINGERPRINT_HEADER
     from connector.service import serializer_factory
@@ -274,7 +274,7 @@ def test_kafka_headers_full_or_minimal(headers: str) -> None:
 
 
 def test_kafka_headers_must_be_full_or_minimal() -> None:
-    from connector.config.model import loads
+    from connector.config.load import loads
     from connector.errors import ConfigError
     with pytest.raises(ConfigError) as err:
         loads('kafka: {headers: small}\nsubscriptions: [{stream: v1, topic: trade, '

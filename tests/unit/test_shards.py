@@ -9,7 +9,8 @@ from collections import Counter
 
 import pytest
 
-from connector.config.model import Config, loads
+from connector.config.load import loads
+from connector.config.model import Config
 from connector.errors import ConfigError
 from connector.scaleout import shards
 

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from connector.config.model import loads
+from connector.config.load import loads
 from connector.errors import ConfigError
 from connector.sink.admin import new_topic, refused_topic_settings
 
