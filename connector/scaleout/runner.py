@@ -112,10 +112,7 @@ class ShardRunner:
         self._owned: set[int] = set()
         self._running: dict[int, _Running] = {}
         self._seeders: list[threading.Thread] = []
-        # Shards whose seed has not run yet: what they hold is written by their seeder,
-        # after the seed, even if they are let go meanwhile (written unseeded, the
-        # previous owner's overlap would land twice).
-        self._seeding: set[int] = set()
+        self._stopping = threading.Event()  # stop_all: seed now, do not wait out seed_after
         self._topics = sorted({(k[0], k[1]) for k in all_keys})
         metrics.last_message_age.unregister(all_keys)  # registered again as shards come
         self._refresh_metrics()
@@ -215,7 +212,6 @@ class ShardRunner:
                                   name=f"seed-{'-'.join(map(str, new))}")
         with self._lock:
             self._seeders = [t for t in self._seeders if t.is_alive()] + [seeder]
-            self._seeding.update(new)
         seeder.start()
 
     def settle(self, timeout: float) -> bool:
@@ -226,8 +222,8 @@ class ShardRunner:
         return not any(t.is_alive() for t in self._seeders)
 
     def _seed(self, new: list[int], subs: list[Any]) -> None:
-        if self._seed_after > 0:  # the previous owner streams on, then flushes: even
-            time.sleep(self._seed_after)  # when we stop, reading before that writes twice
+        if self._seed_after > 0:  # the previous owner streams on, then flushes
+            self._stopping.wait(self._seed_after)
         last_written: Mapping[str, int] | None = None
         try:
             last_written = self._on_assigned(subs)
@@ -235,8 +231,6 @@ class ShardRunner:
             log.exception("on_shards_assigned failed for shards %s", new)
         finally:
             self._release(subs)
-            with self._lock:
-                self._seeding.difference_update(new)
         if last_written:
             with self._lock:
                 for shard in new:
@@ -251,26 +245,24 @@ class ShardRunner:
     def stop_all(self) -> None:
         """Stop every shard and flush (after the group has been left: shards
         handed over stream on until their overlap ends)."""
+        self._stopping.set()
         # Shards being seeded: let them finish, so what they hold is written through
         # the seed (written unseeded below only if a seed outlasts this).
-        self.settle(self._seed_after + SEED_ON_STOP_SECONDS)
+        self.settle(SEED_ON_STOP_SECONDS)
         with self._lock:
             self._owned.clear()
             ends = [r.leaving_at for r in self._running.values() if r.leaving_at is not None]
         if ends:
             time.sleep(max(0.0, max(ends) - time.monotonic()))
         with self._lock:
-            self._release_held(set(self._running), force=True)
+            self._release_held(set(self._running))
             stopped = self._stop_shards(set(self._running))
         if stopped:
             self._flush(FLUSH_ON_REVOKE_SECONDS)
 
-    def _release_held(self, victims: set[int], force: bool = False) -> None:
-        """Shards we let go of: write what they hold now, unless their seeder still
-        will (``force``: now in any case; at worst a duplicate, never a loss; caller
-        holds the lock)."""
-        if not force:
-            victims = victims - self._seeding
+    def _release_held(self, victims: set[int]) -> None:
+        """Shards we let go of before their seed finished: write what they hold
+        now (at worst a duplicate, never a loss; caller holds the lock)."""
         subs = shards.subscriptions_of(self._plan, sorted(victims))
         if subs:
             self._release(subs)
