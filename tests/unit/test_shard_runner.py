@@ -199,29 +199,3 @@ def test_a_revoked_shard_streams_on_until_the_overlap_ends() -> None:
     runner.stop_all()  # waits for shard 2's overlap, then stops everything
     assert time.monotonic() - stopping >= overlap * 0.9
     assert built[1][0].stopped and built[2][0].stopped
-
-
-def test_a_shard_let_go_of_before_its_seed_writes_what_it_held_after_the_seed() -> None:
-    """A shard moved on before its seed ran: what it held is the previous owner's
-    overlap, and written unseeded it would land twice. Its seeder writes it, after
-    the seed (which still waits for the previous owner's flush)."""
-    subs = [SubscriptionConfig(stream="v1", topic="trade", symbols=list(SYMBOLS))]
-    events: list[str] = []
-
-    def build(shard: int, _subs: list[Any]) -> list[FakeConnection]:
-        return [FakeConnection(f"v1-0.s{shard}", events)]
-
-    seed_after = 0.4
-    runner = ShardRunner(shards.plan(subs, N), build, lambda _t: events.append("flush") or 0,
-                         lambda _subs: events.append("seed") or None, shards.keys_of(subs),
-                         hold=lambda _subs: events.append("hold"),
-                         release=lambda _subs: events.append("release"),
-                         seed_after=seed_after)
-    runner.assign({0})
-    runner.apply()
-    runner.revoke({0}, linger=False)  # moved on again before the seed
-    assert "release" not in events, events
-    stopping = time.monotonic()
-    runner.stop_all()  # waits for the seed, which waits out seed_after
-    assert time.monotonic() - stopping >= seed_after * 0.5
-    assert events == ["hold", "start v1-0.s0", "stop v1-0.s0", "flush", "seed", "release"], events
