@@ -27,6 +27,7 @@ import websocket
 from connector.dev.consume import AvroDecoder, read_all
 from connector.dev.kafka_broker import KafkaBroker
 from connector.exchange import ExchangeServer
+from connector.scaleout import coordinator
 from tests.integration.test_scaleout import Replica, start_replica, wait_for
 
 pytestmark = pytest.mark.integration
@@ -34,6 +35,9 @@ SYMBOLS = [f"H{i:02d}USDT" for i in range(30)]
 BOOKS = SYMBOLS[:8]
 SHARDS = 6
 WINDOW_MS = 15_000  # a hand-over's window: trades lost outside it fail the test
+# Between events, as the chart's rollout does (minReadySeconds 15 s): a shard's
+# take-over has read the Kafka tail before the next move of that shard.
+SETTLE = coordinator.SEED_AFTER_SECONDS + 1
 
 
 class GroundTruth:
@@ -126,7 +130,7 @@ subscriptions:
         assert victim.proc.wait(30) == 0
         wait_for("the survivors to take over", lambda: ready(replicas), 60, replicas)
         events.append(("SIGTERM of a replica", at, int(time.time() * 1000)))
-        time.sleep(3)
+        time.sleep(SETTLE)
 
         # Scale up: a new replica takes shards over.
         at = int(time.time() * 1000)
@@ -136,7 +140,7 @@ subscriptions:
         time.sleep(3)  # cooperative moves come in rounds
         wait_for("a stable group", lambda: ready(replicas), 30, replicas)
         events.append(("a replica added", at, int(time.time() * 1000)))
-        time.sleep(2)
+        time.sleep(SETTLE)
 
         # A rolling update (maxSurge 1, maxUnavailable 0): each pod in turn gets a
         # replacement, then SIGTERM.
@@ -146,6 +150,7 @@ subscriptions:
             replicas.append(new)
             wait_for("the replacement to take shards", lambda new=new: ready(replicas)
                      and bool(new.shards()), 60, replicas)
+            time.sleep(SETTLE)  # minReadySeconds: the replacement's take-over has seeded
             old.proc.send_signal(signal.SIGTERM)
             assert old.proc.wait(30) == 0
             replicas.remove(old)
