@@ -47,25 +47,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 # A test function that takes the session's schema registry.
 _USES_REGISTRY = re.compile(r"def test_\w+\([^)]*\bschema_registry\b")
-# A test file that runs several connector processes as one coordination group.
-_RUNS_REPLICAS = re.compile(r"\bstart_replica\(")
 
 
 def _scope(nodeid: str) -> str:
     """A parallel run's unit of work: a test file (its tests run in order on one
     worker, with the module's fixtures, as in a serial run), and every file whose
     tests take the schema registry together (a JVM that takes CPU seconds to
-    start: one for the run, not one per worker), and every file that runs a group
-    of connector replicas together (hand-overs are timed against bounded stops and
-    flushes: two such groups at once on two cores overload the machine they measure)."""
+    start: one for the run, not one per worker)."""
     path = nodeid.split("::", 1)[0]
     try:
         source = (TESTS.parent / path).read_text()
     except OSError:
         return path
-    if _USES_REGISTRY.search(source):
-        return "schema_registry"
-    return "replicas" if _RUNS_REPLICAS.search(source) else path
+    return "schema_registry" if _USES_REGISTRY.search(source) else path
 
 
 class _Scheduling:
