@@ -30,7 +30,7 @@ lint: $(VENV)/.installed
 # The whole suite on $(WORKERS) workers (most long tests wait rather than compute, so
 # they overlap well on 2 cores), a test file per unit of work, longest folders first
 # (tests/conftest.py). `pytest -q` alone runs the same tests one after the other.
-WORKERS ?= 4
+WORKERS ?= 3
 test: setup-test lint
 	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 
